@@ -1,0 +1,37 @@
+# riffmask: `make demo` and `make test` work on a fresh machine (they create .venv themselves).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GENRES ?=
+SOUND ?=
+DEMO_OUT ?= demo_out
+
+.PHONY: install demo test bench lint clean
+
+install: $(STAMP)
+
+# CPU machines get the CPU build of torch first, so the package's `torch>=2.4` is already met and
+# pip never pulls the multi-GB CUDA wheels; machines with a GPU keep (or get) the default torch.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || { \
+	  if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch; \
+	  else $(PY) -m pip install -q torch==2.13.0; fi; }
+	$(PY) -m pip install -q -e '.[train,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m riffmask.demo --out $(DEMO_OUT) $(if $(GENRES),--genres $(GENRES)) $(if $(SOUND),--sound $(SOUND))
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

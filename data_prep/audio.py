@@ -1,0 +1,82 @@
+"""Reading and writing audio: any common format and rate in, mono float32 at 44.1 kHz out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from riffmask.errors import RiffmaskError
+from riffmask.io import atomic_path
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus")
+
+
+class AudioError(RiffmaskError):
+    """An input that cannot be used as audio; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def is_audio_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sample_rate: int = 44100,
+    start: float = 0.0,
+    duration: float | None = None,
+) -> np.ndarray:
+    """Load ``path`` as mono float32 at ``sample_rate``, from ``start`` seconds for ``duration``.
+
+    Stereo is averaged to mono; other rates are resampled with soxr (high quality). Raises
+    :class:`AudioError` for a missing, empty, unreadable or non-audio file, or one holding NaN/Inf.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "the file is empty")
+    if start < 0 or (duration is not None and duration <= 0):
+        raise AudioError(path, f"invalid range start={start} duration={duration}")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            native_rate = f.samplerate
+            first = int(round(start * native_rate))
+            if f.frames and first >= f.frames:
+                raise AudioError(path, f"start {start:.2f} s is past the end ({f.frames / native_rate:.2f} s)")
+            if first:
+                f.seek(first)
+            count = -1 if duration is None else int(round(duration * native_rate))
+            data = f.read(count, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(path, f"not a readable audio file ({exc})") from None
+    if data.shape[0] == 0:
+        raise AudioError(path, "contains no audio samples")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "contains NaN or infinite samples")
+    mono = data.mean(axis=1, dtype=np.float32)
+    if native_rate != sample_rate:
+        mono = soxr.resample(mono, native_rate, sample_rate, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(mono)
+
+
+def peak_normalize(audio: np.ndarray, peak: float = 0.99) -> np.ndarray:
+    """Scale so that the largest magnitude is ``peak``; silence stays silence."""
+    top = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return audio if top == 0.0 else (audio * (peak / top)).astype(np.float32)
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = 44100) -> None:
+    """Write 16-bit PCM WAV atomically (nothing half-written is left if this fails)."""
+    with atomic_path(path, suffix=".wav") as tmp:
+        sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")

@@ -1,0 +1,303 @@
+"""The spectrogram codec: audio <-> mel magnitude <-> 8-bit image, exactly as SPEC §1.
+
+The forward path is torch STFT + a sparse HTK mel filter bank (librosa's, equal to torchaudio's
+``MelScale(norm=None, mel_scale="htk")``). The inverse path solves the mel -> linear least squares
+with a precomputed pseudo-inverse and reconstructs phase with Griffin-Lim started from a phase that
+the magnitudes themselves predict (see :mod:`data_prep.phase`), so that a few iterations reach the
+quality of many random-start ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Literal
+
+import librosa
+import numpy as np
+import torch
+from PIL import Image
+
+from data_prep.params import MAX_PIXEL, PAPER_DECODE_MAX_VOLUME, ExifTags, SpectrogramParams
+from riffmask.errors import RiffmaskError
+from riffmask.io import atomic_path
+
+Mode = Literal["paper", "riffusion"]
+ArrayLike = np.ndarray | torch.Tensor
+
+
+# --------------------------------------------------------------------------- filter banks
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(params: SpectrogramParams) -> torch.Tensor:
+    """Dense (n_stft, n_mels) float32 filter bank, laid out like torchaudio's ``MelScale.fb``."""
+    fb = librosa.filters.mel(
+        sr=params.sample_rate,
+        n_fft=params.n_fft,
+        n_mels=params.num_frequencies,
+        fmin=params.min_hz,
+        fmax=params.max_hz,
+        htk=True,
+        norm=None,
+        dtype=np.float64,
+    )
+    return torch.from_numpy(fb.T.astype(np.float32)).contiguous()
+
+
+@functools.lru_cache(maxsize=8)
+def _band(params: SpectrogramParams) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Bins above the last non-zero filter row never contribute: (last bin, fb^T, pinv) on that band."""
+    fb = mel_filterbank(params)
+    used = int(torch.nonzero(fb.abs().sum(dim=1)).max()) + 1
+    fb_t = fb[:used].T.contiguous()  # (n_mels, used)
+    # The minimum-norm least-squares solution (what torch.linalg.lstsq's "gels" driver returns for
+    # this under-determined system) is the pseudo-inverse; computing it once makes decoding a matmul.
+    pinv = torch.linalg.pinv(fb_t.double()).float().contiguous()  # (used, n_mels)
+    return used, fb_t.to_sparse_csr(), pinv
+
+
+# --------------------------------------------------------------------------- audio -> mel
+def _as_tensor(audio: ArrayLike) -> torch.Tensor:
+    t = torch.as_tensor(audio)
+    return t.float() if t.dtype != torch.float32 else t
+
+
+def hann_window(params: SpectrogramParams) -> torch.Tensor:
+    return torch.hann_window(params.win_length, periodic=True)
+
+
+def stft(audio: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
+    """Centred, reflect-padded complex STFT (…, n_stft, frames) with the format's window."""
+    half = params.n_fft // 2
+    if audio.shape[-1] > half:
+        padded, center = audio, True
+    else:
+        # torch's reflect padding needs more samples than the pad; numpy reflects repeatedly.
+        flat = audio.reshape(-1, audio.shape[-1]).numpy()
+        padded = torch.from_numpy(np.pad(flat, ((0, 0), (half, half)), mode="reflect"))
+        padded, center = padded.reshape(*audio.shape[:-1], -1), False
+    lead = padded.shape[:-1]
+    spec = torch.stft(
+        padded.reshape(-1, padded.shape[-1]),
+        n_fft=params.n_fft,
+        hop_length=params.hop_length,
+        win_length=params.win_length,
+        window=hann_window(params),
+        center=center,
+        pad_mode="reflect",
+        return_complex=True,
+    )
+    return spec.reshape(*lead, *spec.shape[-2:])
+
+
+def mel_from_linear(magnitude: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
+    used, fb_t, _ = _band(params)
+    lead, frames = magnitude.shape[:-2], magnitude.shape[-1]
+    lin = magnitude[..., :used, :].reshape(-1, used, frames)
+    # One sparse product over all clips: the bank has at most two non-zeros per linear bin.
+    stacked = lin.permute(1, 0, 2).reshape(used, -1)
+    mel = (fb_t @ stacked).reshape(params.num_frequencies, -1, frames).permute(1, 0, 2)
+    return mel.reshape(*lead, params.num_frequencies, frames)
+
+
+def mel_spectrogram(audio: ArrayLike, params: SpectrogramParams = SpectrogramParams()) -> torch.Tensor:
+    """Mel magnitude (…, n_mels, frames) of audio (…, samples), float32, frames = 1 + samples // hop."""
+    return mel_from_linear(stft(_as_tensor(audio), params).abs(), params)
+
+
+# --------------------------------------------------------------------------- mel <-> image
+def max_volume_of(mel: ArrayLike, mode: Mode = "paper", power: float = 0.25) -> float:
+    """The image's white-to-black scale: ``max(S)**power``, rounded up in the paper's mode."""
+    top = float(torch.as_tensor(mel).max()) ** power
+    if mode == "paper":
+        return float(math.ceil(top))
+    if mode == "riffusion":
+        return top
+    raise ValueError(f"unknown spectrogram mode {mode!r}; use 'paper' or 'riffusion'")
+
+
+def image_from_mel(
+    mel: ArrayLike,
+    params: SpectrogramParams = SpectrogramParams(),
+    mode: Mode = "paper",
+    max_volume: float | None = None,
+) -> Image.Image:
+    """8-bit spectrogram image of a mel magnitude: (n_mels, W) mono, or (2, n_mels, W) stereo.
+
+    ``pixel = uint8(255 - S**0.25 * 255 / max_volume)``, low frequencies at the bottom, EXIF holding
+    the format and ``max_volume ** 4`` (Riffusion's "max value", so the image decodes exactly).
+    """
+    s = torch.as_tensor(mel, dtype=torch.float32).numpy()
+    if s.ndim == 3 and s.shape[0] == 1:
+        s = s[0]
+    stereo = s.ndim == 3
+    if s.ndim not in (2, 3) or (stereo and s.shape[0] != 2):
+        raise ValueError(f"expected a mel spectrogram (n_mels, W) or (2, n_mels, W), got shape {s.shape}")
+    if max_volume is None:
+        max_volume = max_volume_of(s, mode, params.power_for_image)
+    v = s ** np.float32(params.power_for_image)
+    scale = max_volume if max_volume > 0 else 1.0
+    pixels = (MAX_PIXEL - v * MAX_PIXEL / scale).astype(np.uint8)
+    pixels = pixels[..., ::-1, :]
+    if stereo:
+        rgb = np.stack([np.zeros_like(pixels[0]), pixels[0], pixels[1]], axis=-1)
+    else:
+        rgb = np.repeat(pixels[..., None], 3, axis=-1)
+    image = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
+    exif = image.getexif()
+    for tag, value in params.to_exif().items():
+        exif[tag] = value
+    exif[ExifTags.STEREO] = int(stereo)
+    exif[ExifTags.MAX_VALUE] = float(max_volume) ** (1.0 / params.power_for_image)
+    image.info["exif"] = exif.tobytes()
+    return image
+
+
+def read_exif(image: Image.Image) -> dict[int, object]:
+    return dict(image.getexif())
+
+
+def params_from_image(image: Image.Image) -> SpectrogramParams:
+    """The format stored in the image's EXIF, defaults for what is absent."""
+    return SpectrogramParams.from_exif(read_exif(image))
+
+
+def stored_max_volume(image: Image.Image, power: float = 0.25) -> float | None:
+    value = read_exif(image).get(ExifTags.MAX_VALUE)
+    return None if value is None else float(value) ** power
+
+
+def mel_from_image(
+    image: Image.Image, max_volume: float | None = None
+) -> tuple[np.ndarray, SpectrogramParams]:
+    """Mel magnitude (n_mels, W), or (2, n_mels, W) for stereo, and the format of an image.
+
+    ``max_volume`` defaults to the one stored in EXIF, else the paper's fixed 50.
+    """
+    params = params_from_image(image)
+    if max_volume is None:
+        max_volume = stored_max_volume(image, params.power_for_image) or PAPER_DECODE_MAX_VOLUME
+    rgb = np.asarray(image.convert("RGB"))[::-1]
+    channels = rgb[..., 1:3].transpose(2, 0, 1) if params.stereo else rgb[..., 0]
+    levels = (MAX_PIXEL - channels.astype(np.float32)) * np.float32(max_volume / MAX_PIXEL)
+    return levels ** np.float32(1.0 / params.power_for_image), params
+
+
+# --------------------------------------------------------------------------- mel -> audio
+def linear_from_mel(mel: ArrayLike, params: SpectrogramParams) -> torch.Tensor:
+    """Non-negative least-squares-style mel -> linear magnitude (…, n_stft, frames)."""
+    used, _, pinv = _band(params)
+    m = torch.as_tensor(mel, dtype=torch.float32)
+    lead, frames = m.shape[:-2], m.shape[-1]
+    stacked = m.reshape(-1, params.num_frequencies, frames).permute(1, 0, 2).reshape(params.num_frequencies, -1)
+    lin = torch.relu(pinv @ stacked).reshape(used, -1, frames).permute(1, 0, 2)
+    out = torch.zeros(lin.shape[0], params.n_stft, frames)
+    out[:, :used] = lin
+    return out.reshape(*lead, params.n_stft, frames)
+
+
+def istft(spec: torch.Tensor, params: SpectrogramParams, length: int) -> torch.Tensor:
+    lead = spec.shape[:-2]
+    audio = torch.istft(
+        spec.reshape(-1, *spec.shape[-2:]),
+        n_fft=params.n_fft,
+        hop_length=params.hop_length,
+        win_length=params.win_length,
+        window=hann_window(params),
+        center=True,
+        length=length,
+    )
+    return audio.reshape(*lead, length)
+
+
+def griffin_lim(
+    magnitude: torch.Tensor,
+    params: SpectrogramParams,
+    n_iter: int = 32,
+    momentum: float = 0.99,
+    init_phase: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Fast Griffin-Lim (Perraudin et al.) from ``init_phase`` (radians), random when absent.
+
+    Returns audio of ``(frames - 1) * hop`` samples for linear magnitudes (…, n_stft, frames).
+    """
+    length = params.samples_for(magnitude.shape[-1])
+    if init_phase is None:
+        init_phase = 2 * math.pi * torch.rand(magnitude.shape, generator=generator)
+    angles = torch.polar(torch.ones_like(magnitude), init_phase.to(magnitude.dtype))
+    previous = torch.zeros_like(angles)
+    for _ in range(n_iter):
+        rebuilt = stft(istft(magnitude * angles, params, length), params)
+        angles = rebuilt - previous * (momentum / (1 + momentum))
+        angles = angles / (angles.abs() + 1e-16)
+        previous = rebuilt
+    return istft(magnitude * angles, params, length)
+
+
+# --------------------------------------------------------------------------- high level
+def audio_to_image(
+    audio: ArrayLike, params: SpectrogramParams = SpectrogramParams(), mode: Mode = "paper"
+) -> Image.Image:
+    """Spectrogram image of mono audio (samples,) or stereo audio (2, samples)."""
+    return image_from_mel(mel_spectrogram(audio, params), params, mode)
+
+
+def image_to_audio(
+    image: Image.Image,
+    n_iter: int = 32,
+    max_volume: float | None = None,
+    init_audio: ArrayLike | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Audio (samples,) or (2, samples) of a spectrogram image, ``(width - 1) * hop`` samples long.
+
+    ``init_audio``: a sound whose STFT phase starts Griffin-Lim (e.g. the input that a generated
+    image came from); without it the phase starts from the magnitudes' own prediction.
+    """
+    mel, params = mel_from_image(image, max_volume)
+    return mel_to_audio(mel, params, n_iter=n_iter, init_audio=init_audio, seed=seed)
+
+
+def mel_to_audio(
+    mel: ArrayLike,
+    params: SpectrogramParams = SpectrogramParams(),
+    n_iter: int = 32,
+    init_audio: ArrayLike | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Audio from mel magnitudes (…, n_mels, W): pseudo-inverse mel, then Griffin-Lim."""
+    magnitude = linear_from_mel(mel, params)
+    phase = None
+    if init_audio is not None:
+        phase = torch.angle(stft(_as_tensor(init_audio), params))[..., : magnitude.shape[-1]]
+        if phase.shape != magnitude.shape:
+            raise ValueError(f"init audio gives a phase of shape {tuple(phase.shape)}, need {tuple(magnitude.shape)}")
+    audio = griffin_lim(magnitude, params, n_iter=n_iter, init_phase=phase, generator=torch.Generator().manual_seed(seed))
+    return audio.numpy()
+
+
+def save_image(image: Image.Image, path: str | os.PathLike) -> None:
+    """Write a spectrogram PNG with its EXIF, atomically (no half-written file on failure)."""
+    with atomic_path(path, suffix=".png") as tmp:
+        image.save(tmp, format="PNG", exif=image.getexif())
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open a spectrogram image fully (EXIF included); raises :class:`ImageError` naming the file."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy() if im.mode in ("RGB", "L") else _with_exif(im.convert("RGB"), im)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc})") from None
+
+
+def _with_exif(converted: Image.Image, original: Image.Image) -> Image.Image:
+    exif = converted.getexif()
+    exif.update(original.getexif())
+    return converted
+
+
+class ImageError(RiffmaskError):
+    """An input image that cannot be read."""

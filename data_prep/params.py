@@ -1,0 +1,112 @@
+"""The Riffusion v1 spectrogram image format, as one frozen dataclass (SPEC §1)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+class ExifTags:
+    """Integer EXIF tags under which Riffusion stores its format parameters."""
+
+    SAMPLE_RATE = 11000
+    STEREO = 11005
+    STEP_MS = 11010
+    WINDOW_MS = 11020
+    PADDED_MS = 11030
+    NUM_FREQUENCIES = 11040
+    MIN_HZ = 11050
+    MAX_HZ = 11060
+    POWER_FOR_IMAGE = 11070
+    MAX_VALUE = 11080
+
+
+@dataclass(frozen=True)
+class SpectrogramParams:
+    """Everything that defines the spectrogram image format; all sizes derive from it.
+
+    The defaults are Riffusion v1: 44.1 kHz, 10 ms hop, 100 ms Hann window zero-padded to 400 ms,
+    512 HTK mel bands from 0 to 10 kHz, magnitudes raised to 0.25 for the image.
+    """
+
+    sample_rate: int = 44100
+    stereo: bool = False
+    step_ms: int = 10
+    window_ms: int = 100
+    padded_ms: int = 400
+    num_frequencies: int = 512
+    min_hz: float = 0.0
+    max_hz: float = 10000.0
+    power_for_image: float = 0.25
+
+    @property
+    def hop_length(self) -> int:
+        return int(self.sample_rate * self.step_ms / 1000)
+
+    @property
+    def win_length(self) -> int:
+        return int(self.sample_rate * self.window_ms / 1000)
+
+    @property
+    def n_fft(self) -> int:
+        return int(self.sample_rate * self.padded_ms / 1000)
+
+    @property
+    def n_stft(self) -> int:
+        """Number of linear-frequency bins of the one-sided STFT."""
+        return self.n_fft // 2 + 1
+
+    def frames_for(self, num_samples: int) -> int:
+        """Width in pixels of the image of a clip of ``num_samples`` (centred framing)."""
+        return 1 + num_samples // self.hop_length
+
+    def samples_for(self, width: int) -> int:
+        """Samples of audio that an image ``width`` pixels wide decodes to."""
+        return (width - 1) * self.hop_length
+
+    def seconds_for(self, width: int) -> float:
+        return width * self.step_ms / 1000
+
+    def to_exif(self) -> dict[int, float | int]:
+        return {
+            ExifTags.SAMPLE_RATE: self.sample_rate,
+            ExifTags.STEREO: int(self.stereo),
+            ExifTags.STEP_MS: self.step_ms,
+            ExifTags.WINDOW_MS: self.window_ms,
+            ExifTags.PADDED_MS: self.padded_ms,
+            ExifTags.NUM_FREQUENCIES: self.num_frequencies,
+            ExifTags.MIN_HZ: self.min_hz,
+            ExifTags.MAX_HZ: self.max_hz,
+            ExifTags.POWER_FOR_IMAGE: self.power_for_image,
+        }
+
+    @classmethod
+    def from_exif(cls, exif: dict[int, object]) -> SpectrogramParams:
+        """Parameters stored in an image's EXIF; tags that are absent keep their defaults."""
+        tag_of = {
+            "sample_rate": ExifTags.SAMPLE_RATE,
+            "stereo": ExifTags.STEREO,
+            "step_ms": ExifTags.STEP_MS,
+            "window_ms": ExifTags.WINDOW_MS,
+            "padded_ms": ExifTags.PADDED_MS,
+            "num_frequencies": ExifTags.NUM_FREQUENCIES,
+            "min_hz": ExifTags.MIN_HZ,
+            "max_hz": ExifTags.MAX_HZ,
+            "power_for_image": ExifTags.POWER_FOR_IMAGE,
+        }
+        kwargs = {}
+        for f in fields(cls):
+            if tag_of[f.name] in exif:
+                kind = {"stereo": bool, "min_hz": float, "max_hz": float, "power_for_image": float}.get(f.name, int)
+                kwargs[f.name] = kind(float(exif[tag_of[f.name]]))
+        return cls(**kwargs)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+#: The paper takes the first 225 500 samples (5.11 s) of an input: exactly 512 frames.
+PAPER_CLIP_SAMPLES = 225_500
+#: Grey level range of the 8-bit image.
+MAX_PIXEL = 255
+#: The paper decodes every image with this max volume (only loudness changes; output is normalised).
+PAPER_DECODE_MAX_VOLUME = 50.0

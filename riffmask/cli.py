@@ -1,0 +1,62 @@
+"""The ``riffmask`` command: one entry point whose subcommands reach every stage.
+
+Each stage package has a ``cli`` module with ``register(subparsers)``; heavy imports (torch,
+diffusers) happen inside the command functions so that ``riffmask --help`` stays instant.
+Words of the form ``key=value`` anywhere on the line are config overrides (``args.overrides``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import re
+import sys
+
+from riffmask.errors import RiffmaskError
+
+STAGES = ("data_prep.cli", "infer.cli", "train.cli", "metrics.cli")
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*=")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="riffmask",
+        description="Turn everyday sounds into music with mask-based diffusion on Riffusion spectrograms.",
+        epilog="Any option of a command that reads a config can also be given as key=value.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in STAGES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``key=value`` words (config overrides) from the rest of the command line."""
+    words, overrides = [], []
+    for word in argv:
+        (overrides if _OVERRIDE.match(word) else words).append(word)
+    return words, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    words, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(words)
+    args.overrides = overrides
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except RiffmaskError as exc:
+        print(f"riffmask {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Small file-system helpers shared by every stage: atomic writes and safe output names."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    A crash or an exception leaves ``path`` as it was (absent or the previous version), never half
+    written. ``suffix`` keeps the extension for writers that pick the format from the name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_stem(name: str, fallback: str = "item") -> str:
+    """A file-name stem made from untrusted text that cannot leave its folder or hide itself."""
+    stem = _UNSAFE.sub("_", Path(str(name)).name).strip("._")
+    return stem[:120] or fallback
+
+
+def inside(folder: str | os.PathLike, name: str) -> Path:
+    """``folder / name`` after checking that the result stays inside ``folder``."""
+    folder = Path(folder).resolve()
+    target = (folder / name).resolve()
+    if folder != target and folder not in target.parents:
+        raise ValueError(f"output name {name!r} would escape {folder}")
+    return target
