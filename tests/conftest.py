@@ -16,3 +16,11 @@ def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.5) -> np.ndar
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random pipeline folder of the Riffusion architecture, built once per test session."""
+    from infer.tiny import save_tiny_pipeline
+
+    return save_tiny_pipeline(tmp_path_factory.mktemp("tiny_model") / "pipe", seed=0)
