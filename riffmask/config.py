@@ -191,9 +191,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
         text = f.metadata.get("help", "")
         text = f"{text} (default: {default})" if f.default is not dataclasses.MISSING else text
         if hints[f.name] is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+            kind = {"action": argparse.BooleanOptionalAction}
         else:
-            parser.add_argument(flag, dest=f.name, type=_parse_scalar, default=argparse.SUPPRESS, metavar="V", help=text)
+            kind = {"type": _parse_scalar, "metavar": "V"}
+        parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=text, **kind)
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace, overrides: list[str] | None = None, **fixed: Any) -> T:

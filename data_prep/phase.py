@@ -1,0 +1,107 @@
+"""Phase from magnitude: Phase Gradient Heap Integration (Průša, Balazs & Søndergaard, 2017).
+
+For a Gaussian window, the phase gradient of an STFT is a function of the log-magnitude gradient:
+the time derivative (instantaneous frequency) follows the frequency slope, the frequency derivative
+(local group delay) follows the time slope. Integrating those gradients outward from the loudest
+cells, always continuing from the loudest cell reached so far, gives a phase that is already close
+to consistent, so Griffin-Lim started from it needs a few iterations instead of dozens. The Hann
+window is treated as the Gaussian of equal time-frequency spread (λ = 0.25645 · L², as in LTFAT).
+
+The priority queue is a bucket queue over quantised log-magnitude: O(1) per cell, and the order it
+gives differs from an exact heap only between cells less than 1/1000 of the dynamic range apart.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from data_prep.params import SpectrogramParams
+
+HANN_LAMBDA = 0.25645
+LEVELS = 1024
+
+
+@numba.njit(cache=True, nogil=True)
+def _integrate(level, dphi_dt, dphi_dk, phase, levels):  # pragma: no cover - compiled
+    """Fill ``phase`` (T, K) in place for cells with level >= 0, loudest-first (bucket queue)."""
+    n_t, n_k = level.shape
+    size = n_t * n_k
+    seed_head = np.full(levels, -1, np.int64)
+    seed_next = np.empty(size, np.int64)
+    for cell in range(size):
+        b = level.flat[cell]
+        if b >= 0:
+            seed_next[cell] = seed_head[b]
+            seed_head[b] = cell
+    done = np.zeros(size, np.bool_)
+    head = np.full(levels, -1, np.int64)
+    nxt = np.empty(size, np.int64)
+    for seed_bucket in range(levels - 1, -1, -1):
+        seed = seed_head[seed_bucket]
+        while seed != -1:
+            if not done[seed]:
+                done[seed] = True
+                phase.flat[seed] = 0.0
+                top = seed_bucket
+                head[top] = seed
+                nxt[seed] = -1
+                while top >= 0:
+                    cur = head[top]
+                    if cur == -1:
+                        top -= 1
+                        continue
+                    head[top] = nxt[cur]
+                    t = cur // n_k
+                    k = cur - t * n_k
+                    for dt, dk in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                        tt = t + dt
+                        kk = k + dk
+                        if tt < 0 or tt >= n_t or kk < 0 or kk >= n_k:
+                            continue
+                        other = tt * n_k + kk
+                        b = level[tt, kk]
+                        if done[other] or b < 0:
+                            continue
+                        if dt != 0:
+                            step = 0.5 * (dphi_dt[t, k] + dphi_dt[tt, kk]) * dt
+                        else:
+                            step = 0.5 * (dphi_dk[t, k] + dphi_dk[tt, kk]) * dk
+                        phase[tt, kk] = phase[t, k] + step
+                        done[other] = True
+                        nxt[other] = head[b]
+                        head[b] = other
+                        if b > top:
+                            top = b
+            seed = seed_next[seed]
+
+
+def pghi(
+    magnitude: np.ndarray,
+    params: SpectrogramParams,
+    tolerance_db: float = 60.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Phase (T, K) for linear magnitudes (T, K) of frames laid out window-first (see codec).
+
+    Cells more than ``tolerance_db`` below the loudest get a random phase: their phase gradients are
+    noise, and they matter little to the sound.
+    """
+    mag = np.ascontiguousarray(magnitude, dtype=np.float32)
+    n_fft, hop, win = params.n_fft, params.hop_length, params.win_length
+    lam = HANN_LAMBDA * win * win
+    logs = np.log(mag + np.float32(1e-10))
+    k = np.arange(mag.shape[1], dtype=np.float32)
+    # Instantaneous frequency (cycles/sample) = bin frequency + (∂ log s / ∂ν) / (2πλ).
+    dphi_dt = (2 * np.pi * hop / n_fft) * (k + (n_fft * n_fft / (2 * np.pi * lam)) * np.gradient(logs, axis=1))
+    # Frequency derivative = -λ ∂ log s / ∂t, per bin (1/N) and per sample (1/hop).
+    dphi_dk = (-lam / (n_fft * hop)) * np.gradient(logs, axis=0)
+    top = float(logs.max())
+    span = tolerance_db / 20 * np.log(10)
+    level = np.floor((logs - (top - span)) * (LEVELS / span)).astype(np.int64)
+    np.clip(level, -1, LEVELS - 1, out=level)
+    phase = np.random.default_rng(seed).uniform(0, 2 * np.pi, size=mag.shape).astype(np.float32)
+    _integrate(level, dphi_dt.astype(np.float32), dphi_dk.astype(np.float32), phase, LEVELS)
+    # The gradients above are for a window centred at the phase origin; frames here start at the
+    # window's first sample, which turns each bin by -π k L / N.
+    return phase - (np.pi * win / n_fft) * k
