@@ -1,0 +1,88 @@
+"""``riffmask spectrogram``, ``riffmask audio`` and ``riffmask prep``: the data stage's commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from data_prep.dataset import PrepConfig
+from riffmask.config import add_config_arguments, config_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "spectrogram",
+        help="audio file -> spectrogram PNG",
+        description="Write the Riffusion spectrogram image (with EXIF) of an audio file or part of it.",
+    )
+    p.add_argument("in_audio", metavar="IN_AUDIO")
+    p.add_argument("out_png", metavar="OUT_PNG")
+    p.add_argument("--start", type=float, default=0.0, help="seconds to skip (default 0)")
+    p.add_argument("--duration", type=float, help="seconds to take (default: to the end; 5.11 gives 512 px)")
+    p.add_argument("--mode", choices=("paper", "riffusion"), default="paper", help="pixel scaling (default paper)")
+    p.set_defaults(func=spectrogram_command)
+
+    p = subparsers.add_parser(
+        "audio",
+        help="spectrogram PNG -> WAV",
+        description="Reconstruct audio from a spectrogram image (pseudo-inverse mel + Griffin-Lim).",
+    )
+    p.add_argument("in_png", metavar="IN_PNG")
+    p.add_argument("out_wav", metavar="OUT_WAV")
+    p.add_argument("--iters", type=int, default=32, help="Griffin-Lim iterations (default 32)")
+    p.set_defaults(func=audio_command)
+
+    p = subparsers.add_parser(
+        "prep",
+        help="genre folders -> training dataset",
+        description=(
+            "Cut every audio file under GENRE_ROOT/<genre>/ into clips, write their spectrograms, "
+            "WAVs, captions and metadata as a Hugging Face dataset in OUT_DIR. Safe to interrupt and "
+            "rerun; new files are added incrementally. Options may also be given as key=value."
+        ),
+    )
+    p.add_argument("genre_root", metavar="GENRE_ROOT")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--dry-run", action="store_true", help="show what would be done; write nothing")
+    add_config_arguments(p, PrepConfig)
+    p.set_defaults(func=prep_command)
+
+
+def spectrogram_command(args: argparse.Namespace) -> int:
+    from data_prep.audio import load_audio
+    from data_prep.codec import audio_to_image, save_image
+
+    audio = load_audio(args.in_audio, start=args.start, duration=args.duration)
+    image = audio_to_image(audio, mode=args.mode)
+    save_image(image, args.out_png)
+    print(f"{args.out_png}: {image.width}x{image.height} px, {len(audio) / 44100:.2f} s of audio")
+    return 0
+
+
+def audio_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from data_prep.audio import write_wav
+    from data_prep.codec import image_to_audio, load_image, params_from_image
+    from riffmask.errors import RiffmaskError
+
+    if args.iters < 0:
+        raise RiffmaskError(f"--iters must be >= 0, got {args.iters}")
+    image = load_image(args.in_png)
+    params = params_from_image(image)
+    audio = image_to_audio(image, n_iter=args.iters)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > 1.0:  # the image's own max volume restores the loudness; only avoid clipping
+        audio = audio / peak
+    write_wav(args.out_wav, audio.T, params.sample_rate)
+    print(f"{args.out_wav}: {audio.shape[-1] / params.sample_rate:.2f} s from {image.width} px")
+    return 0
+
+
+def prep_command(args: argparse.Namespace) -> int:
+    from data_prep.dataset import prepare_dataset, summary_lines
+
+    cfg = config_from_args(PrepConfig, args, args.overrides)
+    result = prepare_dataset(Path(args.genre_root), Path(args.out_dir), cfg, dry_run=args.dry_run)
+    print("\n".join(summary_lines(result)))
+    return 0

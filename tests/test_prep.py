@@ -1,0 +1,247 @@
+"""riffmask prep: genre folders -> dataset, on small images (64 px wide, 64 mel bands, 0.63 s clips)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import SR, tone
+
+from data_prep import synth
+from data_prep.clips import clip_starts, cut_clips
+from data_prep.codec import load_image, stored_max_volume
+from data_prep.dataset import STALL_ENV, PrepConfig, dataset_fingerprint, load_prepared, prepare_dataset
+from riffmask.config import ConfigError, load_config
+
+SMALL = ["width=64", "num_frequencies=64", "validation_fraction=0.5", "png_compress_level=1"]
+CLIP = 63 * 441  # samples of a 64 px clip
+FILE_SECONDS = 1.6  # two full clips and a 0.34 s tail (kept: over half a clip)
+
+
+def small_config(*extra: str) -> PrepConfig:
+    return load_config(PrepConfig, "prep", SMALL + list(extra))
+
+
+def make_genres(root: Path, files: int = 2) -> Path:
+    synth.write_builtin_genres(root, seconds=FILE_SECONDS, files_per_genre=files, genres=("synthpop", "ambient"))
+    return root
+
+
+def prep(root: Path, out: Path, *extra: str, **kwargs):
+    return prepare_dataset(root, out, small_config(*extra), progress=False, **kwargs)
+
+
+def clip_files(out: Path) -> list[str]:
+    """Every file in the split folders except the Arrow/datasets ones, sorted."""
+    return sorted(
+        f"{p.parent.name}/{p.name}"
+        for split in ("train", "validation")
+        if (out / split).is_dir()
+        for p in (out / split).iterdir()
+        if p.suffix in (".png", ".wav") or p.name.startswith(".")
+    )
+
+
+@pytest.fixture(scope="module")
+def genres(tmp_path_factory) -> Path:
+    return make_genres(tmp_path_factory.mktemp("genres"))
+
+
+@pytest.fixture(scope="module")
+def reference(genres, tmp_path_factory):
+    """The dataset of ``genres`` made in one clean run."""
+    out = tmp_path_factory.mktemp("reference") / "ds"
+    return prep(genres, out)
+
+
+# --------------------------------------------------------------------------- cutting
+def test_clip_starts_hop_overlap_and_tail():
+    assert clip_starts(100, 40, 40, 20) == [0, 40, 80]  # a 20-sample tail (80..100) is kept
+    assert clip_starts(95, 40, 40, 20) == [0, 40]  # a 15-sample tail is not
+    assert clip_starts(100, 40, 30, 20) == [0, 30, 60]  # overlap: 60..100 ends exactly at the end
+    assert clip_starts(10, 40, 40, 5) == [0]  # one padded clip
+    assert clip_starts(3, 40, 40, 5) == []
+    clips = cut_clips(np.ones(100, np.float32), 40, 40, 20)
+    assert [c.padded for c in clips] == [False, False, True] and clips[-1].length == 20
+    assert np.all(clips[-1].audio[20:] == 0) and len(clips[-1].audio) == 40
+
+
+def test_hop_and_overlap_options():
+    cfg = small_config("overlap_seconds=0.21")
+    assert cfg.clip_samples == CLIP and cfg.hop_samples == CLIP - round(0.21 * SR)
+    assert small_config("hop_seconds=0.1").hop_samples == 4410
+    with pytest.raises(ConfigError, match="not both"):
+        small_config("hop_seconds=0.1", "overlap_seconds=0.1")
+    with pytest.raises(ConfigError, match="caption_template"):
+        small_config("caption_template={artist}")
+
+
+# --------------------------------------------------------------------------- end to end
+def test_dataset_content_and_both_loaders(genres, reference):
+    out = reference.out_dir
+    report = json.loads((out / "report.json").read_text())
+    assert report["files_read"] == 4 and report["clips_written"] == 12 and report["rejected"] == []
+    assert report["clips_per_genre"] == {"ambient": 6, "synthpop": 6}
+    assert report["fingerprint"] == dataset_fingerprint(out)
+    assert (out / "config.yaml").read_text().startswith("width: 64\n")
+
+    ds = load_prepared(out)
+    assert set(ds) == {"train", "validation"} and len(ds["train"]) + len(ds["validation"]) == 12
+    assert list(ds["train"].features) == ["image", "caption", "genre", "source", "offset", "max_volume", "audio", "id"]
+    rows = [row for split in ds.values() for row in split]
+    assert len({r["id"] for r in rows}) == 12
+    row = next(r for r in rows if r["source"] == "synthpop/synthpop_1.wav" and r["offset"] > 0.6)
+    assert row["offset"] == pytest.approx(CLIP / SR, abs=1e-4) and row["genre"] == row["caption"] == "synthpop"
+    assert row["image"].size == (64, 64)
+    assert stored_max_volume(row["image"]) == pytest.approx(row["max_volume"])  # EXIF kept in the Arrow bytes
+    assert row["max_volume"] == int(row["max_volume"])  # paper mode: ceil
+    clip = sf.read(out / row["audio"], dtype="float32")[0]
+    source = sf.read(genres / row["source"], dtype="float32")[0]
+    np.testing.assert_allclose(clip, source[CLIP : 2 * CLIP], atol=1e-4)
+    assert load_image(out / row["audio"].replace(".wav", ".png")).size == (64, 64)
+
+    folder = datasets.load_dataset("imagefolder", data_dir=str(out), cache_dir=str(out.parent / "hf-cache"))
+    for split in ds:
+        assert folder[split]["id"] == ds[split]["id"]
+        assert folder[split]["caption"] == ds[split]["caption"]
+        assert np.array_equal(np.asarray(folder[split][0]["image"]), np.asarray(ds[split][0]["image"]))
+
+
+def test_split_is_by_source_file_and_deterministic(genres, reference, tmp_path):
+    ds = load_prepared(reference.out_dir)
+    sources = {split: set(ds[split]["source"]) for split in ds}
+    assert sources["train"] and sources["validation"] and not sources["train"] & sources["validation"]
+    order = [(r["source"], r["offset"]) for r in ds["train"]]
+    assert order == sorted(order)
+    again = prep(genres, tmp_path / "again")
+    assert again.report["fingerprint"] == reference.report["fingerprint"]
+    other = prep(genres, tmp_path / "other_seed", "split_seed=3")
+    assert {r["source"] for r in load_prepared(other.out_dir)["validation"]} != sources["validation"]
+
+
+def test_captions_from_template_and_txt_files(tmp_path):
+    root = make_genres(tmp_path / "g", files=1)
+    (root / "ambient" / "ambient_0.txt").write_text("  slow   ambient pad,\nwarm  \n")
+    result = prep(root, tmp_path / "out", "caption_template={genre} music, {stem}")
+    captions = {r["source"]: r["caption"] for split in load_prepared(result.out_dir).values() for r in split}
+    assert captions == {
+        "ambient/ambient_0.wav": "slow ambient pad, warm",
+        "synthpop/synthpop_0.wav": "synthpop music, synthpop 0",
+    }
+
+
+def test_rerun_on_finished_output_does_nothing(genres, reference):
+    out = reference.out_dir
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    result = prep(genres, out)
+    assert result.up_to_date and result.report["fingerprint"] == reference.report["fingerprint"]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_new_file_is_added_incrementally_in_parallel(genres, reference, tmp_path):
+    root = tmp_path / "g"
+    shutil.copytree(genres, root)
+    out = tmp_path / "out"
+    shutil.copytree(reference.out_dir, out)
+    sf.write(root / "ambient" / "new.flac", synth.genre_clip("ambient", 7, FILE_SECONDS), SR)
+    result = prep(root, out, "num_proc=2")
+    assert result.report["run"]["files_prepared"] == 1 and result.report["clips_written"] == 15
+    fresh = prep(root, tmp_path / "fresh", "num_proc=2")  # two workers, the same bytes
+    assert result.report["fingerprint"] == fresh.report["fingerprint"]
+    assert clip_files(out) == clip_files(fresh.out_dir)
+    (root / "synthpop" / "synthpop_0.wav").unlink()  # a removed source leaves the dataset
+    result = prep(root, out)
+    assert result.report["clips_written"] == 12 and not any("synthpop_0" in f for f in clip_files(out))
+
+
+def test_bad_files_are_reported_and_the_good_ones_kept(tmp_path):
+    root = tmp_path / "g"
+    bad = root / "mixed"
+    bad.mkdir(parents=True)
+    sf.write(bad / "good.wav", synth.genre_clip("chiptune", 0, FILE_SECONDS), SR)
+    (bad / "corrupt.mp3").write_bytes(os.urandom(4000))
+    (bad / "empty.wav").write_bytes(b"")
+    (bad / "notes.wav").write_text("not audio\n" * 50)
+    (bad / "cover.jpg").write_bytes(b"\xff\xd8\xff")
+    sf.write(bad / "short.wav", tone(440, 0.1), SR)
+    sf.write(bad / "silent.wav", np.zeros(SR, np.float32), SR)
+    with_nan = tone(440, 1.0)
+    with_nan[500] = np.nan
+    sf.write(bad / "nan.wav", with_nan, SR, subtype="FLOAT")
+    sf.write(bad / "phone.wav", tone(440, 1.0, sr=8000), 8000)
+    quiet_start = np.concatenate([np.zeros(CLIP, np.float32), tone(440, 0.7)])
+    sf.write(bad / "quiet_start.wav", quiet_start, SR)
+    (root / "loose.wav").write_bytes(b"")
+
+    result = prep(root, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    rejected = {r["source"].split("/")[-1]: r["reason"] for r in report["rejected"]}
+    assert set(rejected) == {"corrupt.mp3", "empty.wav", "notes.wav", "short.wav", "nan.wav", "phone.wav"}
+    assert "empty" in rejected["empty.wav"] and "NaN" in rejected["nan.wav"]
+    assert "too short" in rejected["short.wav"] and "8000 Hz" in rejected["phone.wav"]
+    assert {i["file"] for i in report["ignored"]} == {"mixed/cover.jpg", "loose.wav"}
+    assert report["dropped"]["by_reason"] == {"near-silent": 3}  # silent.wav twice, quiet_start once
+    assert report["files_read"] == 3 and report["clips_written"] == 3 + 1
+    ds = load_prepared(result.out_dir)
+    kept = sorted(r["source"] for split in ds.values() for r in split)
+    assert kept == ["mixed/good.wav"] * 3 + ["mixed/quiet_start.wav"]
+    assert prep(root, tmp_path / "out").up_to_date  # rejected files are not read again
+
+
+def test_dry_run_writes_nothing(genres, tmp_path):
+    result = prep(genres, tmp_path / "out", dry_run=True)
+    assert result.report["files_to_prepare"][0] == {
+        "source": "ambient/ambient_0.wav",
+        "seconds": 1.6,
+        "sample_rate": SR,
+    }
+    assert result.report["clips_estimate"] == 12 and not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_keeps_its_settings(genres, reference, tmp_path):
+    with pytest.raises(ConfigError, match="width: 64 -> 32"):
+        prep(genres, reference.out_dir, "width=32")
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(Exception, match="not empty"):
+        prep(genres, tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+# --------------------------------------------------------------------------- crash safety
+def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, reference, tmp_path):
+    out = tmp_path / "out"
+    code = "import sys, riffmask.cli as c; c.STAGES = ('data_prep.cli',); sys.exit(c.main(sys.argv[1:]))"
+    env = {**os.environ, STALL_ENV: "4"}  # file 1 has 3 clips: stall after clip 0 of file 2
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "prep", str(genres), str(out), "--config", "prep", *SMALL],
+        env=env, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    try:
+        for line in proc.stderr:
+            if "stalled after 4 clips" in line:
+                break
+        else:
+            pytest.fail(f"prep exited (status {proc.wait()}) before stalling")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "dataset_dict.json").exists() and len(clip_files(out)) == 2 * 4
+    assert len(list((out / ".riffmask" / "sources").iterdir())) == 1
+    (out / "train" / ".ambient-x.png.ab12cd.png").write_bytes(b"\x89PNG half")  # a write cut short
+
+    result = prep(genres, out)
+    assert result.report["run"]["files_prepared"] == 3
+    assert result.report["fingerprint"] == reference.report["fingerprint"]
+    assert clip_files(out) == clip_files(reference.out_dir)  # no duplicates, no temporary files
+    assert prep(genres, out).up_to_date
