@@ -54,6 +54,14 @@ def _data_uri(mime: str, payload: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
 
 
+def _file_uri(path: Path, types: Mapping[str, str], kind: str) -> str | None:
+    mime = types.get(path.suffix.lower())
+    if mime is None or not path.is_file():
+        log.warning("%s: not %s file; left out of the report", path, kind)
+        return None
+    return _data_uri(mime, path.read_bytes())
+
+
 def image_uri(source: ImageSource) -> str | None:
     """A PNG/JPEG file or a PIL image as a data URI (None when absent or unreadable)."""
     if source is None:
@@ -62,12 +70,7 @@ def image_uri(source: ImageSource) -> str | None:
         buffer = io.BytesIO()
         source.save(buffer, format="PNG")
         return _data_uri("image/png", buffer.getvalue())
-    path = Path(source)
-    mime = _IMAGE_TYPES.get(path.suffix.lower())
-    if mime is None or not path.is_file():
-        log.warning("%s: not an image file; left out of the report", path)
-        return None
-    return _data_uri(mime, path.read_bytes())
+    return _file_uri(Path(source), _IMAGE_TYPES, "an image")
 
 
 def audio_uri(source: AudioSource, sample_rate: int = 44100) -> str | None:
@@ -86,12 +89,7 @@ def audio_uri(source: AudioSource, sample_rate: int = 44100) -> str | None:
             format="WAV",
         )
         return _data_uri("audio/wav", buffer.getvalue())
-    path = Path(source)
-    mime = _AUDIO_TYPES.get(path.suffix.lower())
-    if mime is None or not path.is_file():
-        log.warning("%s: not an audio file; left out of the report", path)
-        return None
-    return _data_uri(mime, path.read_bytes())
+    return _file_uri(Path(source), _AUDIO_TYPES, "an audio")
 
 
 # --------------------------------------------------------------------------- HTML pieces
