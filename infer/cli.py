@@ -1,12 +1,42 @@
-"""``riffmask`` subcommands of the infer stage: ``tiny-model`` (more added by :func:`register`)."""
+"""``riffmask`` subcommands of the infer stage: ``generate``, ``mask`` and ``tiny-model``."""
 
 from __future__ import annotations
 
 import argparse
 
+from riffmask.config import add_config_arguments, config_from_args
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the infer stage's subcommands to the ``riffmask`` parser."""
+    from infer.generate import GenerateConfig
+    from infer.mask import MaskParams
+
+    gen = subparsers.add_parser(
+        "generate",
+        help="turn sounds into music with masked differential img2img",
+        description="Generate music from everyday sounds (files, folders or globs) with a Riffusion checkpoint. "
+        "Defaults are the paper's; presets: --config paper | fast.",
+    )
+    gen.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders or glob patterns")
+    add_config_arguments(gen, GenerateConfig, skip=("prompt", "lora", "lora_scale"))
+    gen.add_argument("--prompt", action="append", help="prompt; repeat for several (each runs on every input)")
+    gen.add_argument("--lora", action="append", help="LoRA file, folder or Hub id; repeat to stack several")
+    gen.add_argument("--lora-scale", dest="lora_scale", action="append", type=float, help="weight per --lora")
+    gen.set_defaults(func=generate_command)
+
+    mask = subparsers.add_parser(
+        "mask",
+        help="make the mask of a spectrogram image (SPEC §2)",
+        description="Invert, brighten, contrast and downshift a spectrogram image into a mask; "
+        "a negative value skips a step.",
+    )
+    mask.add_argument("input", help="spectrogram PNG")
+    mask.add_argument("output", help="mask PNG to write")
+    add_config_arguments(mask, MaskParams)
+    mask.add_argument("--steps-image", help="also write every intermediate step side by side to this PNG")
+    mask.set_defaults(func=mask_command)
+
     tiny = subparsers.add_parser(
         "tiny-model",
         help="write a tiny random pipeline of the Riffusion architecture (tests, demo)",
@@ -16,10 +46,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tiny.add_argument("out_dir", help="folder to write (a diffusers pipeline folder)")
     tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default: 0)")
-    tiny.set_defaults(func=_tiny_model)
+    tiny.set_defaults(func=tiny_model_command)
 
 
-def _tiny_model(args: argparse.Namespace) -> int:
+def generate_command(args: argparse.Namespace) -> int:
+    from infer.generate import GenerateConfig, expand_inputs, generate_files, load_pipeline
+    from riffmask.config import save_config
+
+    cfg = config_from_args(
+        GenerateConfig, args, args.overrides, prompt=args.prompt, lora=args.lora, lora_scale=args.lora_scale
+    )
+    inputs = expand_inputs(args.inputs)
+    if not inputs:
+        from riffmask.errors import RiffmaskError
+
+        raise RiffmaskError(f"no input files found in {' '.join(args.inputs)}")
+    pipe = load_pipeline(cfg)
+    summary = generate_files(pipe, inputs, cfg)
+    save_config(cfg, f"{cfg.out}/config.yaml")
+    if cfg.report:
+        from metrics.report import write_generation_report
+
+        print(f"report: {write_generation_report(cfg.out)}")
+    print(
+        f"{len(summary.done)} generated, {len(summary.skipped)} skipped, {len(summary.failed)} failed -> {cfg.out}"
+    )
+    for failure in summary.failed:
+        print(f"  failed: {failure['input']}: {failure['error']}")
+    return 1 if summary.failed else 0
+
+
+def mask_command(args: argparse.Namespace) -> int:
+    from data_prep.codec import load_image, save_image
+    from infer.mask import MaskParams, make_mask, mask_steps, steps_image
+
+    params = config_from_args(MaskParams, args, args.overrides)
+    image = load_image(args.input)
+    save_image(make_mask(image, params), args.output)
+    if args.steps_image:
+        save_image(steps_image(mask_steps(image, params)), args.steps_image)
+    print(args.output)
+    return 0
+
+
+def tiny_model_command(args: argparse.Namespace) -> int:
     from infer.tiny import save_tiny_pipeline
 
     print(save_tiny_pipeline(args.out_dir, seed=args.seed))
