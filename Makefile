@@ -6,7 +6,7 @@ GENRES ?=
 SOUND ?=
 DEMO_OUT ?= demo_out
 
-.PHONY: install demo test bench lint clean
+.PHONY: install browser demo test bench lint clean
 
 install: $(STAMP)
 
@@ -24,7 +24,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m riffmask.demo --out $(DEMO_OUT) $(if $(GENRES),--genres $(GENRES)) $(if $(SOUND),--sound $(SOUND))
 
-test: $(STAMP)
+# The report tests open pages in a real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the report tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the report tests need Chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
