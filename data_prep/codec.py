@@ -290,14 +290,16 @@ def image_to_audio(
     max_volume: float | None = None,
     init_audio: ArrayLike | None = None,
     seed: int = 0,
+    phase_init: Literal["pghi", "random"] = "pghi",
 ) -> np.ndarray:
     """Audio (samples,) or (2, samples) of a spectrogram image, ``(width - 1) * hop`` samples long.
 
     ``init_audio``: a sound whose STFT phase starts Griffin-Lim (e.g. the input that a generated
-    image came from); without it the phase starts from the magnitudes' own prediction.
+    image came from); without it the phase starts from the magnitudes' own prediction (``"pghi"``),
+    or from random phases as in the paper's torchaudio path (``"random"``, best with ``n_iter=32``).
     """
     mel, params = mel_from_image(image, max_volume)
-    return mel_to_audio(mel, params, n_iter=n_iter, init_audio=init_audio, seed=seed)
+    return mel_to_audio(mel, params, n_iter=n_iter, init_audio=init_audio, seed=seed, phase_init=phase_init)
 
 
 def mel_to_audio(
@@ -306,10 +308,11 @@ def mel_to_audio(
     n_iter: int = DEFAULT_ITERATIONS,
     init_audio: ArrayLike | None = None,
     seed: int = 0,
+    phase_init: Literal["pghi", "random"] = "pghi",
 ) -> np.ndarray:
-    """Audio from mel magnitudes (…, n_mels, W): pseudo-inverse mel, then Griffin-Lim."""
+    """Audio from mel magnitudes (…, n_mels, W): pseudo-inverse mel, then Griffin-Lim (see above)."""
     magnitude = linear_from_mel(mel, params)
-    phase: torch.Tensor | str = "pghi"
+    phase: torch.Tensor | str = phase_init
     if init_audio is not None:
         phase = _phase_of(init_audio, params, magnitude.shape)
     return griffin_lim(magnitude, params, n_iter=n_iter, init_phase=phase, seed=seed).numpy()
