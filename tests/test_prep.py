@@ -245,3 +245,17 @@ def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, referenc
     assert result.report["fingerprint"] == reference.report["fingerprint"]
     assert clip_files(out) == clip_files(reference.out_dir)  # no duplicates, no temporary files
     assert prep(genres, out).up_to_date
+
+
+def test_empty_splits_still_load(tmp_path):
+    root = make_genres(tmp_path / "g", files=1)
+    result = prep(root, tmp_path / "out", "validation_fraction=0")
+    assert result.report["clips_per_split"] == {"train": 6, "validation": 0} and result.report["warnings"]
+    ds = load_prepared(result.out_dir)
+    assert (len(ds["train"]), len(ds["validation"])) == (6, 0)
+    assert list(ds["validation"].features) == list(ds["train"].features)
+    (tmp_path / "quiet" / "room").mkdir(parents=True)
+    sf.write(tmp_path / "quiet" / "room" / "hum.wav", np.zeros(SR, np.float32), SR)
+    result = prep(tmp_path / "quiet", tmp_path / "out2")
+    assert result.report["clips_written"] == 0 and "no clips" in result.report["warnings"][0]
+    assert [len(split) for split in load_prepared(result.out_dir).values()] == [0, 0]
