@@ -20,9 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     gen.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders or glob patterns")
     add_config_arguments(gen, GenerateConfig, skip=("prompt", "lora", "lora_scale"))
-    gen.add_argument("--prompt", action="append", help="prompt; repeat for several (each runs on every input)")
-    gen.add_argument("--lora", action="append", help="LoRA file, folder or Hub id; repeat to stack several")
-    gen.add_argument("--lora-scale", dest="lora_scale", action="append", type=float, help="weight per --lora")
+    # Repeatable flags for the list options; argparse.SUPPRESS leaves them out unless given.
+    repeat = {"action": "append", "default": argparse.SUPPRESS}
+    gen.add_argument("--prompt", **repeat, help="prompt; repeat for several (each runs on every input)")
+    gen.add_argument("--lora", **repeat, help="LoRA file, folder or Hub id; repeat to stack several")
+    gen.add_argument("--lora-scale", dest="lora_scale", type=float, **repeat, help="weight of each --lora")
     gen.set_defaults(func=generate_command)
 
     mask = subparsers.add_parser(
@@ -53,9 +55,7 @@ def generate_command(args: argparse.Namespace) -> int:
     from infer.generate import GenerateConfig, expand_inputs, generate_files, load_pipeline
     from riffmask.config import save_config
 
-    cfg = config_from_args(
-        GenerateConfig, args, args.overrides, prompt=args.prompt, lora=args.lora, lora_scale=args.lora_scale
-    )
+    cfg = config_from_args(GenerateConfig, args, args.overrides)
     inputs = expand_inputs(args.inputs)
     if not inputs:
         from riffmask.errors import RiffmaskError

@@ -56,6 +56,15 @@ def mask_to_latent(mask: MaskInput, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(grey, size=size, mode="bilinear", align_corners=False, antialias=False)
 
 
+def _pixel_size(image: PipelineImageInput) -> tuple[int, int]:
+    """(width, height) of a PIL image, an (H, W, C) array or a (B, C, H, W) tensor, or a list of them."""
+    first = image[0] if isinstance(image, list) else image
+    if isinstance(first, PIL.Image.Image):
+        return first.size
+    shape = first.shape
+    return (shape[-1], shape[-2]) if isinstance(first, torch.Tensor) else (shape[-2], shape[-3])
+
+
 def window_slices(width: int, window: int, overlap: int) -> list[slice]:
     """Column ranges of ``window`` (latent px) covering ``width`` with at least ``overlap`` shared.
 
@@ -274,10 +283,11 @@ class MaskedRiffusionPipeline(
         )
 
         # 2. Image, timesteps, mask.
-        pixels = self.image_processor.preprocess(image)
-        height, width = pixels.shape[-2:]
+        # Checked before preprocessing, which would otherwise resize: a resized spectrogram changes pitch.
+        width, height = _pixel_size(image)
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
             raise ValueError(f"image size {width}x{height} must be a multiple of {self.vae_scale_factor}")
+        pixels = self.image_processor.preprocess(image, height=height, width=width)
         timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device)
         timesteps, _ = self.get_timesteps(num_inference_steps, strength, device)
         n = len(timesteps)

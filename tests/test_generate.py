@@ -1,0 +1,171 @@
+"""``riffmask generate`` and its Python API end to end, on the tiny random pipeline and synthetic sounds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import SR, tone
+from PIL import Image
+
+from data_prep.codec import load_image
+from infer.generate import GenerateConfig, generate_files, generate_sound, load_pipeline, set_scheduler
+from riffmask.cli import main
+from riffmask.config import ConfigError, build_config, load_config
+from riffmask.errors import RiffmaskError
+
+SMALL = {"num_frequencies": 64, "window": 64, "overlap": 16, "steps": 4, "griffin_lim_iters": 2}
+SMALL_FLAGS = [f"{k}={v}" for k, v in SMALL.items()]
+
+
+def small_config(model, **kwargs) -> GenerateConfig:
+    return build_config(GenerateConfig, ("test", {"model": str(model), **SMALL, **kwargs}))
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    return load_pipeline(small_config(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def sounds(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sounds")
+    sf.write(folder / "short.wav", tone(300, 0.4) + tone(2000, 0.4, amp=0.1), SR)
+    rng = np.random.default_rng(0)
+    sf.write(folder / "long.wav", (tone(500, 1.5) * (rng.random(int(1.5 * SR)) > 0.3)).astype(np.float32), SR)
+    (folder / "broken.mp3").write_bytes(b"this is not audio" * 50)
+    return folder
+
+
+def test_generate_cli_writes_every_output_and_goes_past_a_bad_input(tiny_model_dir, sounds, tmp_path):
+    out = tmp_path / "out"
+    code = main(["generate", "--model", str(tiny_model_dir), "--prompt", "jazz, saxophone", str(sounds),
+                 "--out", str(out), *SMALL_FLAGS])
+    assert code == 1  # one input failed; the others were generated
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["done"]) == ["long", "short"]
+    assert [f["input"] for f in summary["failed"]] == [str(sounds / "broken.mp3")]
+    assert not list(out.glob("broken*")) and not list(out.glob(".*"))  # nothing half-written
+    for name, seconds, width in (("short", 0.4, 64), ("long", 1.5, 152)):
+        sidecar = json.loads((out / f"{name}.json").read_text())
+        assert sidecar["prompt"] == "jazz, saxophone" and sidecar["seed"] == 1040
+        assert sidecar["config"]["strength"] == 0.8 and sidecar["config"]["guidance"] == 8.0
+        assert sidecar["scheduler"]["class"] == "PNDMScheduler" and sidecar["seconds"] > 0
+        for key, file in sidecar["files"].items():
+            assert (out / file).is_file(), key
+        music, sr = sf.read(out / sidecar["files"]["output_audio"])
+        assert sr == SR and len(music) == round(seconds * SR) == len(sf.read(out / f"{name}_input.wav")[0])
+        assert np.isclose(np.abs(music).max(), 0.99, atol=1e-3)  # peak-normalised
+        for kind in ("input", "mask", "output"):
+            image = load_image(out / f"{name}_{kind}.png")
+            assert image.size == (width, 64) and image.getexif()[11040] == 64
+    assert (out / "config.yaml").is_file()
+
+
+def test_existing_outputs_are_kept_unless_overwrite(tiny_model_dir, sounds, tmp_path):
+    out = tmp_path / "out"
+    args = ["generate", "--model", str(tiny_model_dir), str(sounds / "short.wav"), "--out", str(out), *SMALL_FLAGS]
+    assert main(args) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("short*")}
+    assert main([*args, "--seed", "7"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("short*")} == before
+    assert json.loads((out / "summary.json").read_text())["skipped"][0]["item"] == "short"
+    assert main([*args, "--seed", "7", "--overwrite", "--num-variations", "2", "--prompt", "a", "--prompt", "b"]) == 0
+    assert sorted(json.loads((out / f"short_v{k}.json").read_text())["seed"] for k in range(4)) == [7, 7, 8, 8]
+    assert json.loads((out / "short_v2.json").read_text())["prompt"] == "b"
+
+
+def test_sidecar_config_regenerates_the_result_exactly(pipe, tiny_model_dir, sounds, tmp_path):
+    cfg = small_config(tiny_model_dir, out=str(tmp_path / "a"), seed=3, start=0.2, duration=0.5, num_variations=2)
+    assert generate_files(pipe, [sounds / "long.wav"], cfg).done == ["long_v0", "long_v1"]
+    sidecar = json.loads((tmp_path / "a" / "long_v1.json").read_text())
+    assert sidecar["seed"] == 4 and sidecar["input_seconds"] == 0.5
+    again = build_config(GenerateConfig, ("sidecar", {**sidecar["config"], "out": str(tmp_path / "b")}))
+    generate_files(pipe, [sounds / "long.wav"], again)
+    first = np.asarray(Image.open(tmp_path / "a" / "long_v1_output.png"))
+    second = np.asarray(Image.open(tmp_path / "b" / "long_output.png"))
+    np.testing.assert_allclose(first.astype(int), second.astype(int), atol=1)  # batch of 2 vs 1: float rounding
+
+
+def test_any_length_is_padded_windowed_and_trimmed(pipe, tiny_model_dir):
+    cfg = small_config(tiny_model_dir, prompt=["ambient"])
+    for seconds in (0.05, 0.64, 2.3):
+        audio = tone(440, seconds)
+        (result,) = generate_sound(pipe, audio, cfg)
+        assert len(result.audio) == len(audio) and np.isfinite(result.audio).all()
+        assert result.output_image.size[0] == max(64, 8 * -(-(1 + len(audio) // 441) // 8))
+    capped = small_config(tiny_model_dir, max_seconds=1.0)
+    assert capped.max_seconds == 1.0
+
+
+def test_loras_from_training_stack_with_weights(pipe, tiny_model_dir, sounds, tmp_path):
+    from infer.tiny import build_tiny_components
+    from train.lora import lora_config, save_lora
+
+    folders = []
+    for k in range(2):
+        parts = build_tiny_components(seed=0)
+        parts["unet"].add_adapter(lora_config(4, 4.0, 0.0, ["to_q", "to_k", "to_v", "to_out.0"]))
+        torch.manual_seed(k)
+        for name, param in parts["unet"].named_parameters():
+            if "lora_B" in name:
+                param.data.normal_(0, 0.5)  # trained-looking, not the zero init
+        folders.append(tmp_path / f"lora{k}")
+        save_lora(folders[-1], parts["unet"], parts["text_encoder"], False, 4.0, kohya=True)
+    audio = tone(300, 0.6)
+    base = generate_sound(pipe, audio, small_config(tiny_model_dir))[0].output_image
+    one = load_pipeline(small_config(tiny_model_dir, lora=[str(folders[0])]))
+    zero = load_pipeline(small_config(tiny_model_dir, lora=[str(folders[0] / "pytorch_lora_weights.safetensors")],
+                                      lora_scale=[0.0]))
+    both = load_pipeline(small_config(tiny_model_dir, lora=[str(f) for f in folders], lora_scale=[1.0, 0.5]))
+    assert both.get_active_adapters() == ["lora_0", "lora_1"]
+    images = [np.asarray(generate_sound(p, audio, small_config(tiny_model_dir))[0].output_image, dtype=int)
+              for p in (one, zero, both)]
+    assert np.abs(images[0] - np.asarray(base, dtype=int)).max() > 10
+    assert np.abs(images[1] - np.asarray(base, dtype=int)).max() <= 1  # scale 0: the base model
+    assert np.abs(images[2] - images[0]).max() > 10
+
+
+def test_pickle_weights_need_allow_pickle(tiny_model_dir, tmp_path):
+    lora = tmp_path / "lora.bin"
+    torch.save({"x": torch.zeros(1)}, lora)
+    with pytest.raises(RiffmaskError, match="--allow-pickle"):
+        load_pipeline(small_config(tiny_model_dir, lora=[str(lora)]))
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(lora.read_bytes())
+    with pytest.raises(RiffmaskError, match="--allow-pickle"):
+        load_pipeline(small_config(ckpt))
+
+
+def test_unloadable_models_get_a_clear_message(tiny_model_dir, tmp_path):
+    with pytest.raises(RiffmaskError, match="Hub id needs the network"):
+        load_pipeline(small_config("someone/not-a-cached-model"))
+    single = tmp_path / "model.safetensors"
+    single.write_bytes((tiny_model_dir / "unet" / "diffusion_pytorch_model.safetensors").read_bytes())
+    with pytest.raises(RiffmaskError, match="--single-file-config"):
+        load_pipeline(small_config(single))
+    with pytest.raises(RiffmaskError, match="not a loadable diffusers pipeline folder"):
+        load_pipeline(small_config(tmp_path))
+
+
+def test_scheduler_swap_and_presets(pipe, tiny_model_dir):
+    cfg = small_config(tiny_model_dir)
+    set_scheduler(pipe, "DPMSolverMultistepScheduler")
+    try:
+        (result,) = generate_sound(pipe, tone(440, 0.3), cfg)
+        assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler" and np.isfinite(result.audio).all()
+        with pytest.raises(RiffmaskError, match="unknown scheduler 'Nope'.*EulerDiscreteScheduler"):
+            set_scheduler(pipe, "Nope")
+    finally:
+        set_scheduler(pipe, "PNDMScheduler")
+    paper = load_config(GenerateConfig, "paper")
+    assert (paper.strength, paper.guidance, paper.steps, paper.seed, paper.downshift) == (0.8, 8.0, 50, 1040, 40)
+    assert paper == GenerateConfig()  # the paper's settings are the defaults
+    assert load_config(GenerateConfig, "fast").scheduler == "DPMSolverMultistepScheduler"
+    with pytest.raises(ConfigError, match="strength"):
+        load_config(GenerateConfig, "paper", ["strength=0"])
+    with pytest.raises(ConfigError, match="did you mean 'guidance'"):
+        load_config(GenerateConfig, None, ["guidence=3"])
