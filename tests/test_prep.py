@@ -159,8 +159,13 @@ def test_new_file_is_added_incrementally_in_parallel(genres, reference, tmp_path
     assert result.report["fingerprint"] == fresh.report["fingerprint"]
     assert clip_files(out) == clip_files(fresh.out_dir)
     (root / "synthpop" / "synthpop_0.wav").unlink()  # a removed source leaves the dataset
+    changed = root / "ambient" / "ambient_1.wav"
+    sf.write(changed, synth.genre_clip("ambient", 1, FILE_SECONDS / 2), SR)  # an edited file is redone
+    os.utime(changed, ns=(1, 1))
     result = prep(root, out)
-    assert result.report["clips_written"] == 12 and not any("synthpop_0" in f for f in clip_files(out))
+    assert result.report["run"]["files_prepared"] == 1 and result.report["clips_written"] == 10
+    assert not any("synthpop_0" in f for f in clip_files(out))
+    assert sum("ambient_1" in f for f in clip_files(out)) == 2 * 1
 
 
 def test_bad_files_are_reported_and_the_good_ones_kept(tmp_path):
@@ -259,3 +264,23 @@ def test_empty_splits_still_load(tmp_path):
     result = prep(tmp_path / "quiet", tmp_path / "out2")
     assert result.report["clips_written"] == 0 and "no clips" in result.report["warnings"][0]
     assert [len(split) for split in load_prepared(result.out_dir).values()] == [0, 0]
+
+
+# --------------------------------------------------------------------------- built-in material
+def test_builtin_material_is_deterministic_and_varied(tmp_path):
+    a = synth.genre_clip("synthpop", 0, 1.0)
+    assert np.array_equal(a, synth.genre_clip("synthpop", 0, 1.0)) and len(a) == SR
+    assert not np.allclose(a, synth.genre_clip("synthpop", 1, 1.0))  # another key and tempo
+    assert not np.allclose(a, synth.genre_clip("synthpop", 0, 1.0, seed=1))
+    assert 0.5 < np.max(np.abs(a)) <= 0.8
+    written = synth.write_builtin_genres(tmp_path / "g", seconds=0.5, files_per_genre=2)
+    assert sorted(p.relative_to(tmp_path / "g").as_posix() for p in written) == sorted(
+        f"{g}/{g}_{k}.wav" for g in synth.GENRES for k in range(2)
+    )
+    sound = synth.write_builtin_sound(tmp_path / "s" / "kettle.wav", seconds=2.0)
+    audio, rate = sf.read(sound, dtype="float32")
+    assert rate == SR and len(audio) == 2 * SR and np.isfinite(audio).all()
+    # the whistle rises out of the noise: the last half-second is louder than the first
+    assert np.sqrt(np.mean(audio[-SR // 2 :] ** 2)) > 2 * np.sqrt(np.mean(audio[: SR // 2] ** 2))
+    with pytest.raises(ValueError, match="unknown built-in genre"):
+        synth.genre_clip("polka", 0, 1.0)
