@@ -51,11 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def spectrogram_command(args: argparse.Namespace) -> int:
     from data_prep.audio import load_audio
     from data_prep.codec import audio_to_image, save_image
+    from data_prep.params import SpectrogramParams
 
-    audio = load_audio(args.in_audio, start=args.start, duration=args.duration)
-    image = audio_to_image(audio, mode=args.mode)
+    params = SpectrogramParams()
+    audio = load_audio(args.in_audio, params.sample_rate, start=args.start, duration=args.duration)
+    image = audio_to_image(audio, params, mode=args.mode)
     save_image(image, args.out_png)
-    print(f"{args.out_png}: {image.width}x{image.height} px, {len(audio) / 44100:.2f} s of audio")
+    print(f"{args.out_png}: {image.width}x{image.height} px, {len(audio) / params.sample_rate:.2f} s of audio")
     return 0
 
 

@@ -58,7 +58,9 @@ class PrepConfig:
     width: int = option(512, help="image width in pixels = clip length in 10 ms frames (512 = 5.11 s)")
     num_frequencies: int = option(512, help="mel bands = image height")
     mode: Literal["paper", "riffusion"] = option("paper", help="pixel scaling: paper (ceil) or riffusion")
-    hop_seconds: float | None = option(None, help="start-to-start distance of clips (default: clip length - overlap)")
+    hop_seconds: float | None = option(
+        None, help="start-to-start distance of clips; unset: clip length minus overlap_seconds"
+    )
     overlap_seconds: float = option(0.0, help="overlap of consecutive clips when hop_seconds is not set")
     min_tail_fraction: float = option(
         0.5, help="a last partial clip at least this fraction of a clip long is kept, zero-padded"
@@ -71,7 +73,9 @@ class PrepConfig:
     txt_captions: bool = option(True, help="a song.txt beside song.mp3 gives that file's caption")
     validation_fraction: float = option(0.1, help="share of source files (not clips) held out for validation")
     split_seed: int = option(0, help="seed of the file-level train/validation split")
-    png_compress_level: int = option(1, help="zlib level of the PNGs (0-9): 1 encodes 3x faster than 6, ~15% larger")
+    png_compress_level: int = option(
+        1, help="zlib level of the PNGs (0-9): 1 encodes 3x faster than 6, files a sixth larger"
+    )
     num_proc: int = option(1, help="worker processes preparing files in parallel")
 
     def validate(self) -> None:
