@@ -67,14 +67,14 @@ def plot_ablation(
     path: str | os.PathLike,
     metrics: Sequence[str] = ("ssim", "chroma"),
 ) -> None:
-    """Bars of mean ± s.e. per variant and metric; each non-baseline bar is labelled with the paired
+    """Bars of mean ± s.e. per variant and metric; each non-baseline bar's label carries the paired
     t-test p value and Cohen's d against the first variant. ``groups[variant][metric]`` holds values
     per input (same order in every variant); ``tests[variant][metric]`` the comparisons."""
     import numpy as np
 
     plt = _pyplot()
     variants = list(groups)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         stats = [mean_sem(groups[v][metric]) for v in variants]
         x = np.arange(len(variants))
@@ -85,19 +85,11 @@ def plot_ablation(
             capsize=4,
             color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][: len(variants)],
         )
-        for i, variant in enumerate(variants[1:], start=1):
+        labels = [variants[0]]
+        for variant in variants[1:]:
             test = tests.get(variant, {}).get(metric)
-            if test:
-                ax.annotate(
-                    f"p={test['p']:.3g}\nd={test['cohens_d']:.2f}",
-                    (i, stats[i][0]),
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                    xytext=(0, 6),
-                    textcoords="offset points",
-                )
-        ax.set_xticks(x, variants)
+            labels.append(f"{variant}\np={test['p']:.3g}, d={test['cohens_d']:.2f}" if test else variant)
+        ax.set_xticks(x, labels, fontsize=8)
         ax.set_ylabel(f"mean {METRIC_LABELS.get(metric, metric)}")
         ax.set_title(f"{METRIC_LABELS.get(metric, metric)} (n = {stats[0][2]})")
         ax.grid(alpha=0.3, axis="y")

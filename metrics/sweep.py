@@ -1,5 +1,299 @@
-"""Placeholder replaced below."""
+"""``riffmask sweep``: generate every combination of swept settings, score it, plot the paper's figures.
+
+Swept values are comma lists; ``a,b,...,z`` expands to the arithmetic series a, b, ... up to z, with
+z itself included (``0,20,...,255`` -> 0, 20, ..., 240, 255). Every combination of every input and
+prompt is generated with infer's Python API and scored (SSIM and chroma, SPEC §4). Results go to
+``OUT/sweep.csv`` after each item, so an interrupted sweep resumes where it stopped. ``--ablation``
+adds the paper's ablation: every combination also without the brightness step and without the
+contrast step, compared with all steps by a paired t-test and Cohen's d.
+
+Layout: ``OUT/sweep.csv``, ``OUT/summary.json``, ``OUT/sweep_<param>.png``, ``OUT/ablation.png``,
+``OUT/report.html`` and, per combination, ``OUT/items/<combination>/`` in the layout of
+``riffmask generate`` (spectrograms, sounds and a sidecar per input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metrics.results import Row, read_csv, write_csv
+from riffmask.errors import RiffmaskError
+from riffmask.io import safe_stem, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+#: Swept flag -> GenerateConfig field and value type.
+SWEPT = {"downshift": int, "brightness": float, "contrast": float, "strength": float, "guidance": float, "seed": int}
+#: The paper's ablation: mask variants as overrides of the config.
+ABLATION = {"all steps": {}, "no brightness": {"brightness": None}, "no contrast": {"contrast": None}}
+METRICS = ("ssim", "chroma")
 
 
-def register_sweep(subparsers) -> None:
-    pass
+def parse_values(text: str, kind: type = float) -> list:
+    """``"0,20,...,100"`` -> ``[0, 20, 40, 60, 80, 100]``; plain lists are taken as they are."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if "..." not in words:
+        return [kind(w) for w in words]
+    at = words.index("...")
+    if at < 2 or at != len(words) - 2:
+        raise RiffmaskError(f"{text!r}: write a series as a,b,...,z (two values, '...', the last value)")
+    first, second, last = (float(words[i]) for i in (at - 2, at - 1, at + 1))
+    step = second - first
+    if step == 0 or (last - first) / step < 0:
+        raise RiffmaskError(f"{text!r}: the series never reaches {words[-1]}")
+    count = int((last - first) / step + 1e-9)
+    values = [kind(w) for w in words[: at - 2]] + [kind(first + i * step) for i in range(count + 1)]
+    return list(dict.fromkeys([*values, kind(last)]))
+
+
+def grid(swept: dict[str, list], ablation: bool) -> list[dict[str, Any]]:
+    """Every combination of the swept values (and of the ablation variants when asked)."""
+    axes = dict(swept)
+    if ablation:
+        axes["variant"] = list(ABLATION)
+    keys = list(axes)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(axes[k] for k in keys))]
+
+
+def combination_id(combo: dict[str, Any]) -> str:
+    return safe_stem("_".join(f"{k}={v}" for k, v in combo.items()).replace(" ", "-"))
+
+
+def _config_for(cfg, combo: dict[str, Any], prompt: str):
+    changes = {k: v for k, v in combo.items() if k in SWEPT}
+    changes.update(ABLATION[combo["variant"]] if "variant" in combo else {})
+    return dataclasses.replace(cfg, prompt=[prompt], num_variations=1, **changes)
+
+
+def run_sweep(
+    cfg,
+    inputs: Sequence[str | os.PathLike],
+    swept: dict[str, list],
+    out_dir: str | os.PathLike,
+    ablation: bool = False,
+    n_iter: int = 32,
+    save_items: bool = True,
+    pipe=None,
+) -> list[Row]:
+    """Generate and score every (input, prompt, combination) not yet in ``out_dir/sweep.csv``.
+
+    ``cfg`` is an ``infer.generate.GenerateConfig`` holding everything that is not swept; ``pipe``
+    a loaded pipeline (loaded from ``cfg`` on first need when omitted). Returns all rows.
+    """
+    from tqdm.auto import tqdm
+
+    # _read_part and _write_item: the exact reading and file layout of `riffmask generate`.
+    from infer.generate import (
+        _read_part,
+        _write_item,
+        expand_inputs,
+        generate_sound,
+        item_files,
+        load_pipeline,
+        output_names,
+    )
+    from metrics.similarity import chroma_cosine, image_chroma, ssim
+
+    out_dir = Path(out_dir)
+    table = out_dir / "sweep.csv"
+    rows = [r for r in read_csv(table) if not r.get("error")] if table.is_file() else []
+    done = {(r["input"], r["prompt"], r["combination"]) for r in rows}
+    combos = grid(swept, ablation)
+    sources = expand_inputs([str(p) for p in inputs])
+    names = output_names(sources)
+    todo = [
+        (s, p, c) for s in sources for p in cfg.prompt for c in combos if (names[s], p, combination_id(c)) not in done
+    ]
+    log.info("sweep: %d combinations done before, %d to do", len(done), len(todo))
+    failed: list[Row] = []
+    with tqdm(total=len(todo), desc="sweep", unit="item", disable=None) as bar:
+        for source, group in itertools.groupby(todo, key=lambda t: t[0]):
+            name = names[source]
+            try:
+                audio = _read_part(source, cfg)
+            except RiffmaskError as exc:
+                group = list(group)
+                failed += [_failure(name, p, c, exc) for _, p, c in group]
+                bar.update(len(group))
+                continue
+            reference = None
+            for _, prompt, combo in group:
+                item_cfg = _config_for(cfg, combo, prompt)
+                try:
+                    if pipe is None:
+                        pipe = load_pipeline(cfg)
+                    gen = generate_sound(pipe, audio, item_cfg)[0]
+                    if reference is None:  # the input image is the same for every combination
+                        reference = image_chroma(gen.input_image, n_iter)
+                    scores = {
+                        "ssim": ssim(gen.input_image, gen.output_image),
+                        "chroma": chroma_cosine(reference, image_chroma(gen.output_image, n_iter)),
+                    }
+                except (RiffmaskError, ValueError, RuntimeError) as exc:
+                    failed.append(_failure(name, prompt, combo, exc))
+                    bar.update()
+                    continue
+                row = {
+                    "input": name,
+                    "prompt": prompt,
+                    "combination": combination_id(combo),
+                    **combo,
+                    **scores,
+                    "error": "",
+                }
+                if save_items:
+                    sidecar = {
+                        "input": str(source),
+                        "prompt": prompt,
+                        "seed": item_cfg.seed,
+                        **combo,
+                        "metrics": scores,
+                        "config": dataclasses.asdict(item_cfg),
+                    }
+                    files = item_files(name)
+                    sidecar["files"] = {k: v for k, v in files.items() if k != "sidecar"}
+                    _write_item(gen, out_dir / "items" / row["combination"], files, sidecar)
+                rows.append(row)
+                write_csv(table, rows + failed)  # after every item: an interruption loses at most one
+                bar.update()
+    write_csv(table, rows + failed)
+    return rows + failed
+
+
+def _failure(name: str, prompt: str, combo: dict, exc: Exception) -> Row:
+    log.error("%s (%s): %s", name, combination_id(combo), exc)
+    return {
+        "input": name,
+        "prompt": prompt,
+        "combination": combination_id(combo),
+        **combo,
+        "ssim": None,
+        "chroma": None,
+        "error": str(exc),
+    }
+
+
+def analyse(rows: Sequence[Row], swept: dict[str, list], out_dir: str | os.PathLike, ablation: bool) -> dict:
+    """Plots and statistics of a finished sweep: ``OUT/sweep_<param>.png``, ``OUT/ablation.png``."""
+    from metrics.plots import group_mean_sem, plot_ablation, plot_sweep
+    from metrics.results import summarize
+    from metrics.stats import paired_comparison
+
+    out_dir = Path(out_dir)
+    good = [r for r in rows if not r.get("error")]
+    base = [r for r in good if r.get("variant", "all steps") == "all steps"]
+    summary: dict[str, Any] = {**summarize(rows, METRICS), "plots": [], "by_value": {}}
+    for param, values in swept.items():
+        if len(values) < 2:
+            continue
+        path = out_dir / f"sweep_{param}.png"
+        plot_sweep(base, param, path, METRICS)
+        summary["plots"].append(path.name)
+        summary["by_value"][param] = {
+            m: [{"value": v, "mean": mean, "sem": sem, "n": n} for v, mean, sem, n in group_mean_sem(base, param, m)]
+            for m in METRICS
+        }
+    if ablation:
+        groups, tests = _ablation_groups(good), {}
+        for variant in list(groups)[1:]:
+            tests[variant] = {m: paired_comparison(groups["all steps"][m], groups[variant][m]) for m in METRICS}
+        if groups["all steps"]["ssim"]:
+            plot_ablation(groups, tests, out_dir / "ablation.png", METRICS)
+            summary["plots"].append("ablation.png")
+        summary["ablation"] = tests
+    return summary
+
+
+def _ablation_groups(rows: Sequence[Row]) -> dict[str, dict[str, list[float]]]:
+    """Per variant and metric, the values of the combinations that every variant completed, paired."""
+
+    def key(r: Row) -> tuple:
+        return tuple((k, r[k]) for k in sorted(r) if k not in (*METRICS, "variant", "combination", "error"))
+
+    by_variant = {v: {key(r): r for r in rows if r.get("variant") == v} for v in ABLATION}
+    shared = sorted(set.intersection(*(set(d) for d in by_variant.values())), key=str)
+    return {v: {m: [by_variant[v][k][m] for k in shared] for m in METRICS} for v in ABLATION}
+
+
+def write_sweep_report(out_dir: str | os.PathLike, summary: dict, max_items: int = 16) -> Path:
+    """``OUT/report.html``: the plots, the statistics and the first input at each combination."""
+    from metrics.report import items_from_generation, write_report
+
+    out_dir = Path(out_dir)
+    items = []
+    for folder in sorted((out_dir / "items").glob("*"))[:max_items]:
+        for item in items_from_generation(folder, with_metrics=False)[:1]:
+            item.name = f"{folder.name}: {item.name}"
+            items.append(item)
+    flat = {k: v for k, v in summary.items() if not isinstance(v, dict | list)}
+    for variant, tests in summary.get("ablation", {}).items():
+        for metric, test in tests.items():
+            flat[f"{variant} vs all steps, {metric}"] = (
+                f"Δ={test['mean_diff']:.4f}  t={test['t']:.3f}  p={test['p']:.3g}  "
+                f"d={test['cohens_d']:.2f}  n={test['n']}"
+            )
+    plots = [(name, out_dir / name) for name in summary.get("plots", [])]
+    return write_report(out_dir / "report.html", items, "riffmask sweep", flat, plots)
+
+
+# --------------------------------------------------------------------------- command line
+def register_sweep(subparsers: argparse._SubParsersAction) -> None:
+    from infer.generate import GenerateConfig
+    from riffmask.config import add_config_arguments
+
+    sweep = subparsers.add_parser(
+        "sweep",
+        help="generate every combination of mask/sampler settings and plot SSIM and chroma against them",
+        description=__doc__.split("\n\n")[1],
+    )
+    sweep.add_argument("inputs", nargs="+", help="input sounds (files, folders or globs)")
+    for flag in SWEPT:
+        plural = "seeds" if flag == "seed" else flag
+        sweep.add_argument(
+            f"--{plural}", dest=f"sweep_{flag}", metavar="LIST", help=f"{flag} values, e.g. 0,20,...,255"
+        )
+    sweep.add_argument("--ablation", action="store_true", help="also without brightness / without contrast (paired)")
+    sweep.add_argument(
+        "--out",
+        dest="sweep_out",
+        type=Path,
+        default=Path("riffmask_sweep"),
+        help="output folder (resumed if it exists)",
+    )
+    sweep.add_argument("--iterations", type=int, default=32, help="Griffin-Lim iterations for chroma (default 32)")
+    sweep.add_argument("--no-save", dest="save_items", action="store_false", help="keep only the CSV, not the files")
+    add_config_arguments(sweep, GenerateConfig, skip=(*SWEPT, "out", "overwrite", "report", "num_variations"))
+    sweep.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from infer.generate import GenerateConfig
+    from riffmask.config import config_from_args
+
+    cfg = config_from_args(GenerateConfig, args, args.overrides)
+    swept = {
+        k: parse_values(getattr(args, f"sweep_{k}"), kind) for k, kind in SWEPT.items() if getattr(args, f"sweep_{k}")
+    }
+    if not swept and not args.ablation:
+        raise RiffmaskError(
+            "nothing to sweep: give --downshift, --brightness, --contrast, --strength, --guidance or --seeds"
+        )
+    args.sweep_out.mkdir(parents=True, exist_ok=True)
+    rows = run_sweep(cfg, args.inputs, swept, args.sweep_out, args.ablation, args.iterations, args.save_items)
+    summary = analyse(rows, swept, args.sweep_out, args.ablation)
+    write_json_atomic(
+        args.sweep_out / "summary.json",
+        {**summary, "swept": swept, "ablation_run": args.ablation, "config": dataclasses.asdict(cfg)},
+    )
+    report = write_sweep_report(args.sweep_out, summary)
+    print(json.dumps({k: v for k, v in summary.items() if k != "by_value"}, indent=2, default=str))
+    print(f"results: {args.sweep_out / 'sweep.csv'}\nreport: {report}")
+    return 0 if summary["n"] else 1

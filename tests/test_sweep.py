@@ -1,0 +1,90 @@
+"""The sweep on the tiny pipeline: every combination, CSV, plots, ablation statistics, resuming."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import tone
+from PIL import Image
+
+from data_prep.audio import write_wav
+from metrics import stats, sweep
+from metrics.results import read_csv
+from riffmask import cli
+
+# A 64 x 64 spectrogram, a few steps, quick decodes: the tiny model's scale.
+SMALL = ["window=64", "overlap=0", "num_frequencies=64", "steps=4", "griffin_lim_iters=2", "device=cpu"]
+
+
+@pytest.fixture
+def main(monkeypatch):
+    monkeypatch.setattr(cli, "STAGES", ("infer.cli", "metrics.cli"))
+    return cli.main
+
+
+def test_values_expand_series_and_keep_the_last_value():
+    assert sweep.parse_values("0,20,...,255", int) == [0, 20, 40, 60, 80, 100, 120, 140, 160, 180, 200, 220, 240, 255]
+    assert sweep.parse_values("0,50,...,100", int) == [0, 50, 100]
+    assert sweep.parse_values("0.5, 0.8", float) == [0.5, 0.8]
+    with pytest.raises(ValueError, match="a,b,...,z"):
+        sweep.parse_values("...,5")
+    with pytest.raises(ValueError, match="never reaches"):
+        sweep.parse_values("10,20,...,0")
+
+
+def test_grid_crosses_axes_and_ablation_variants():
+    combos = sweep.grid({"downshift": [0, 255], "seed": [1, 2]}, ablation=True)
+    assert len(combos) == 12 and combos[0] == {"downshift": 0, "seed": 1, "variant": "all steps"}
+    assert len({sweep.combination_id(c) for c in combos}) == 12
+
+
+def test_paired_comparison_matches_its_definition():
+    a, b = [0.40, 0.45, 0.50, 0.42], [0.50, 0.52, 0.61, 0.47]
+    got = stats.paired_comparison(a, b)
+    diff = np.subtract(b, a)
+    t = diff.mean() / (diff.std(ddof=1) / math.sqrt(len(diff)))
+    assert got["t"] == pytest.approx(t) and got["cohens_d"] == pytest.approx(diff.mean() / diff.std(ddof=1))
+    assert 0 < got["p"] < 0.05 and got["n"] == 4
+
+
+def test_sweep_cli_generates_scores_plots_and_resumes(main, tmp_path, tiny_model_dir, capsys):
+    write_wav(tmp_path / "in" / "kettle.wav", tone(500.0, 0.3))
+    (tmp_path / "in" / "notes.wav").write_bytes(b"RIFF junk")  # unreadable: reported, the sweep goes on
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(tmp_path / "in"), "--model", str(tiny_model_dir), "--prompt", "ambient, saxophone"]
+    argv += ["--out", str(out), "--iterations", "2", "--ablation", *SMALL]
+    assert main([*argv, "--downshift", "0,255"]) == 0
+    rows = read_csv(out / "sweep.csv")
+    errors = [r for r in rows if r["error"]]
+    rows = [r for r in rows if not r["error"]]
+    assert len(rows) == 2 * 3 and len(errors) == 2 * 3 and "notes.wav" in errors[0]["error"]
+    assert all(0 < r["ssim"] <= 1 and -1 <= r["chroma"] <= 1 for r in rows)
+    assert {r["variant"] for r in rows} == {"all steps", "no brightness", "no contrast"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ablation"]["no contrast"]["ssim"]["n"] == 2  # 2 downshifts, paired
+    points = summary["by_value"]["downshift"]["ssim"]
+    assert [p["value"] for p in points] == [0, 255] and all(p["n"] == 1 for p in points)
+    for plot in ("sweep_downshift.png", "ablation.png"):
+        with Image.open(out / plot) as image:
+            assert image.width > 300 and len(np.unique(np.asarray(image.convert("L")))) > 10
+    item = out / "items" / "downshift_0_variant_all-steps"
+    assert {p.name for p in item.iterdir()} == {
+        f"kettle{s}" for s in (".json", "_output.png", ".wav", "_mask.png", "_input.png", "_input.wav")
+    }
+    page = (out / "report.html").read_text()
+    assert page.count("<audio") >= 2 and page.count('src="data:image/png') >= 3
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*_output.png")}
+    # Resume with one more value: only its 3 new combinations are generated (failures are retried).
+    assert main([*argv, "--downshift", "0,128,255"]) == 0
+    assert len([r for r in read_csv(out / "sweep.csv") if not r["error"]]) == 3 * 3
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert "report:" in capsys.readouterr().out
+
+
+def test_sweep_needs_something_to_sweep(main, tmp_path, tiny_model_dir, capsys):
+    write_wav(tmp_path / "a.wav", tone(300.0, 0.2))
+    assert main(["sweep", str(tmp_path / "a.wav"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o")]) == 2
+    assert "nothing to sweep" in capsys.readouterr().err
