@@ -543,13 +543,18 @@ def summary_lines(result: PrepResult) -> list[str]:
 
 
 # --------------------------------------------------------------------------- readers
+def _require_prepared(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not (path / "dataset_dict.json").is_file():
+        raise RiffmaskError(f"{path}: not a dataset written by `riffmask prep` (no dataset_dict.json)")
+    return path
+
+
 def load_prepared(path: str | os.PathLike):
     """The prepared dataset as a ``datasets.DatasetDict`` with splits ``train`` and ``validation``."""
     import datasets
 
-    path = Path(path)
-    if not (path / "dataset_dict.json").is_file():
-        raise RiffmaskError(f"{path}: not a dataset written by `riffmask prep` (no dataset_dict.json)")
+    path = _require_prepared(path)
     dd = datasets.load_from_disk(str(path))
     for split in SPLITS:
         if split not in dd:
@@ -562,7 +567,7 @@ def dataset_fingerprint(path: str | os.PathLike) -> str:
 
     Equal for datasets with the same clips, captions and pixels, wherever they are stored.
     """
-    path = Path(path)
+    path = _require_prepared(path)
     digest = hashlib.sha256()
     for split in SPLITS:
         meta = path / split / "metadata.jsonl"

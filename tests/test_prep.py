@@ -21,6 +21,7 @@ from data_prep.clips import clip_starts, cut_clips
 from data_prep.codec import load_image, stored_max_volume
 from data_prep.dataset import STALL_ENV, PrepConfig, dataset_fingerprint, load_prepared, prepare_dataset
 from riffmask.config import ConfigError, load_config
+from riffmask.errors import RiffmaskError
 
 SMALL = ["width=64", "num_frequencies=64", "validation_fraction=0.5", "png_compress_level=1"]
 CLIP = 63 * 441  # samples of a 64 px clip
@@ -215,8 +216,11 @@ def test_dry_run_writes_nothing(genres, tmp_path):
 def test_an_output_folder_keeps_its_settings(genres, reference, tmp_path):
     with pytest.raises(ConfigError, match="width: 64 -> 32"):
         prep(genres, reference.out_dir, "width=32")
+    for reader in (load_prepared, dataset_fingerprint):
+        with pytest.raises(RiffmaskError, match="not a dataset written by `riffmask prep`"):
+            reader(tmp_path)
     (tmp_path / "mine.txt").write_text("precious")
-    with pytest.raises(Exception, match="not empty"):
+    with pytest.raises(RiffmaskError, match="not empty"):
         prep(genres, tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "precious"
 
