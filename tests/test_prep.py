@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import datasets
@@ -234,6 +235,8 @@ def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, referenc
         [sys.executable, "-c", code, "prep", str(genres), str(out), "--config", "prep", *SMALL],
         env=env, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
     )  # fmt: skip
+    watchdog = threading.Timer(120, proc.kill)  # a hang fails the test instead of blocking the suite
+    watchdog.start()
     try:
         for line in proc.stderr:
             if "stalled after 4 clips" in line:
@@ -242,6 +245,7 @@ def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, referenc
             pytest.fail(f"prep exited (status {proc.wait()}) before stalling")
         os.kill(proc.pid, signal.SIGKILL)
     finally:
+        watchdog.cancel()
         proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
