@@ -1,0 +1,81 @@
+"""Shared pieces of the training tests: a tiny prepared dataset and configs for the tiny pipeline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+RES = 64  # spectrograms 64 px tall (num_frequencies=64) and 64 frames wide
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory) -> Path:
+    """A real `riffmask prep` output of the built-in synthetic genres, 64x64 clips, both splits filled."""
+    from data_prep.dataset import PrepConfig, prepare_dataset
+    from data_prep.synth import write_builtin_genres
+
+    root = tmp_path_factory.mktemp("train_data")
+    write_builtin_genres(root / "genres", seconds=1.3, files_per_genre=3)
+    cfg = PrepConfig(width=RES, num_frequencies=RES, validation_fraction=0.34)
+    prepare_dataset(root / "genres", root / "prep", cfg, progress=False)
+    return root / "prep"
+
+
+def overrides(dataset: Path, model: Path, out: Path, **extra) -> dict:
+    """Settings of a fast run on the tiny pipeline; ``extra`` replaces or adds keys."""
+    base = {
+        "dataset": str(dataset), "pretrained_model_name_or_path": str(model), "output_dir": str(out),
+        "resolution": RES, "max_train_steps": 4, "learning_rate": 1e-3, "checkpointing_steps": 0,
+        "report_to": "none", "seed": 0,
+    }
+    return {**base, **extra}
+
+
+def make_config(**values):
+    from riffmask.config import build_config
+    from train.config import TrainConfig
+
+    return build_config(TrainConfig, ("test", values))
+
+
+def run_train(**values) -> Path:
+    from train.dreambooth import train
+
+    return train(make_config(**values))
+
+
+def as_words(values: dict) -> list[str]:
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def script_env() -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("HF_TOKEN", None)
+    return env
+
+
+def launch(values: dict, *accelerate_args: str, wait: bool = True):
+    """``[accelerate launch ARGS] train/dreambooth.py key=value ...`` as a subprocess."""
+    script = [str(ROOT / "train" / "dreambooth.py"), *as_words(values)]
+    if accelerate_args:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", *accelerate_args, *script]
+    else:
+        cmd = [sys.executable, *script]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    if wait:
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, output[-4000:]
+    return proc
+
+
+def unet_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))

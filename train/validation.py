@@ -1,0 +1,110 @@
+"""Validation during training: music from fixed everyday sounds, and a held-out loss.
+
+The masked pipeline is assembled from the models being trained (no reload from disk), generates from
+the same sounds, mask and seed each time, and its spectrograms and decoded audio are written under
+``validation/step-<N>/`` and sent to the tracker (wandb, offline mode included, or tensorboard).
+It runs inside ``fork_rng`` so that validating never moves the training's random state.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_prep.audio import load_audio, write_wav
+from data_prep.codec import audio_to_image, mel_from_image, mel_to_audio, save_image
+from data_prep.params import SpectrogramParams
+from train import data
+from train.loss import per_sample_loss, training_target
+
+log = logging.getLogger(__name__)
+VALIDATION_SEED = 1040  # the paper's generation seed
+
+
+class Validator:
+    """Fixed validation inputs (spectrogram + mask per sound) and the held-out clips."""
+
+    def __init__(self, cfg, models, held_out: data.ClipCache | None, folder: Path, default_prompt: str):
+        from data_prep.synth import write_builtin_sound
+        from infer.mask import MaskParams, make_mask
+
+        self.cfg, self.models, self.held_out, self.folder = cfg, models, held_out, folder
+        self.prompt = cfg.validation_prompt or default_prompt
+        self.params = SpectrogramParams(num_frequencies=cfg.resolution)
+        sounds = [Path(p) for p in cfg.validation_sounds] or [write_builtin_sound(folder / "inputs" / "kettle.wav")]
+        self.inputs = []
+        for path in sounds:
+            audio = load_audio(path, duration=self.params.samples_for(cfg.resolution) / self.params.sample_rate)
+            audio = np.pad(audio, (0, max(0, self.params.samples_for(cfg.resolution) - len(audio))))
+            image = audio_to_image(audio, self.params)
+            self.inputs.append((path.stem, image, make_mask(image, MaskParams(downshift=cfg.validation_downshift))))
+
+    def run(self, step: int, accelerator, unet, text_encoder, vae) -> dict[str, float]:
+        """Generate and log the validation media, compute the held-out loss; return scalar logs."""
+        logs: dict[str, float] = {}
+        was_training = {m: m.training for m in (unet, text_encoder)}
+        unet.eval()
+        text_encoder.eval()
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), accelerator.autocast():
+                if self.held_out is not None:
+                    logs["val_loss"] = self.held_out_loss(unet, text_encoder, vae)
+                self.generate(step, accelerator, unet, text_encoder, vae)
+        finally:
+            for model, training in was_training.items():
+                model.train(training)
+        return logs
+
+    def held_out_loss(self, unet, text_encoder, vae) -> float:
+        """Mean loss over every held-out clip, with fixed noise and timesteps (comparable across steps)."""
+        m, cache = self.models, self.held_out
+        batch = data.make_batch(cache, range(len(cache)), self.cfg.seed, data.HELD_OUT, vae.config.scaling_factor,
+                                m.noise_scheduler.config.num_train_timesteps)
+        device = unet.device
+        latents, noise, timesteps = batch.latents.to(device), batch.noise.to(device), batch.timesteps.to(device)
+        ids = cache.input_ids[batch.caption_index].to(device)
+        states = text_encoder(ids)[0] if cache.embeddings is None else cache.embeddings[batch.caption_index].to(device)
+        pred = unet(m.noise_scheduler.add_noise(latents, noise, timesteps), timesteps, states).sample
+        target = training_target(m.noise_scheduler, latents, noise, timesteps, m.prediction_type)
+        return per_sample_loss(pred, target, timesteps, m.noise_scheduler, m.prediction_type, None).mean().item()
+
+    def generate(self, step: int, accelerator, unet, text_encoder, vae) -> None:
+        from infer.pipeline import MaskedRiffusionPipeline
+
+        cfg = self.cfg
+        pipe = MaskedRiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=self.models.tokenizer,
+                                       unet=unet, scheduler=self.models.inference_scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        out_dir = self.folder / f"step-{step}"
+        media = []
+        for name, image, mask in self.inputs:
+            result = pipe(self.prompt, image=image, mask_image=mask, strength=cfg.validation_strength,
+                          num_inference_steps=cfg.num_validation_inference_steps,
+                          guidance_scale=cfg.validation_guidance_scale,
+                          generator=torch.Generator().manual_seed(VALIDATION_SEED)).images[0]
+            mel, _ = mel_from_image(result)
+            audio = mel_to_audio(mel, self.params, n_iter=cfg.validation_griffin_lim_iters)
+            save_image(result, out_dir / f"{name}.png")
+            write_wav(out_dir / f"{name}.wav", audio, self.params.sample_rate)
+            media.append((name, result, audio))
+        log_media(accelerator, step, media, self.prompt, self.params.sample_rate)
+
+
+def log_media(accelerator, step: int, media: list, prompt: str, sample_rate: int) -> None:
+    """Spectrograms and playable audio to every active tracker."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            for name, image, audio in media:
+                tracker.writer.add_image(f"validation/{name}", np.asarray(image), step, dataformats="HWC")
+                tracker.writer.add_audio(f"validation/{name}", torch.from_numpy(audio)[None], step, sample_rate)
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({
+                "validation/spectrogram": [wandb.Image(image, caption=f"{name}: {prompt}") for name, image, _ in media],
+                "validation/audio": [wandb.Audio(audio, sample_rate=sample_rate, caption=name)
+                                     for name, _, audio in media],
+            }, step=step)
