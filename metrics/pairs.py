@@ -20,6 +20,7 @@ from PIL import Image
 
 from data_prep.audio import is_audio_file, load_audio
 from data_prep.codec import audio_to_image, load_image
+from data_prep.params import SpectrogramParams
 from metrics.results import Row, summarize
 from metrics.similarity import pair_metrics
 from riffmask.errors import RiffmaskError
@@ -119,8 +120,9 @@ def generation_pairs(out_dir: str | os.PathLike) -> list[Pair]:
     return pairs
 
 
-def load_pair_images(pair: Pair) -> tuple[Image.Image, Image.Image]:
-    """Both sides as spectrogram images; audio sides are cut to the shorter sound, then encoded."""
+def load_pair_images(pair: Pair, params: SpectrogramParams = SpectrogramParams()) -> tuple[Image.Image, Image.Image]:
+    """Both sides as spectrogram images; audio sides are cut to the shorter sound, then encoded
+    in ``params``' format (paper mode)."""
     if _is_image(pair.input_path) and _is_image(pair.output_path):
         return load_image(pair.input_path), load_image(pair.output_path)
     images: list[Image.Image | None] = [None, None]
@@ -132,7 +134,7 @@ def load_pair_images(pair: Pair) -> tuple[Image.Image, Image.Image]:
             sounds[i] = load_audio(path)
     shortest = min(len(s) for s in sounds.values())
     for i, sound in sounds.items():
-        images[i] = audio_to_image(sound[:shortest])
+        images[i] = audio_to_image(sound[:shortest], params)
     return images[0], images[1]
 
 
@@ -141,13 +143,14 @@ def evaluate_pairs(
     n_iter: int = 32,
     seed: int = 0,
     progress: Callable[[Pair], None] | None = None,
+    params: SpectrogramParams = SpectrogramParams(),
 ) -> tuple[list[Row], Row]:
     """SSIM and chroma per pair (a failing pair gets an ``error`` and the batch goes on)."""
     rows: list[Row] = []
     for pair in pairs:
         row: Row = {"name": pair.name, "input": str(pair.input_path), "output": str(pair.output_path)}
         try:
-            row.update(pair_metrics(*load_pair_images(pair), n_iter=n_iter, seed=seed))
+            row.update(pair_metrics(*load_pair_images(pair, params), n_iter=n_iter, seed=seed))
             row["error"] = ""
         except RiffmaskError as exc:  # names the unreadable file itself
             row.update({m: None for m in PAIR_METRICS}, error=str(exc))

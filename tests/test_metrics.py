@@ -90,13 +90,13 @@ def test_folder_pairs_match_names_and_suffixes(tmp_path, image_pair):
     src, dst = tmp_path / "in", tmp_path / "out"
     save_image(a, src / "x_input.png")
     save_image(b, dst / "x_output.png")
-    write_wav(src / "y.wav", chord([440]))
-    write_wav(dst / "y.wav", chord([440], seconds=0.45, noise=0.01))  # longer: cut to the shorter
+    write_wav(src / "y.wav", chord([440], seconds=0.2))
+    write_wav(dst / "y.wav", chord([440], seconds=0.25, noise=0.01))  # longer: cut to the shorter
     save_image(a, src / "lonely.png")
     (dst / "notes.txt").write_text("not audio")
     pairs, unmatched = find_pairs(src, dst)
     assert [p.name for p in pairs] == ["x", "y"] and unmatched == ["lonely"]
-    rows, summary = evaluate_pairs(pairs, n_iter=N_ITER)
+    rows, summary = evaluate_pairs(pairs, n_iter=N_ITER, params=SMALL)
     assert [r["error"] for r in rows] == ["", ""]
     assert rows[0]["ssim"] == pytest.approx(similarity.ssim(a, b))
     assert 0.0 < rows[1]["ssim"] <= 1.0 and summary["n"] == 2 and summary["failed"] == 0
