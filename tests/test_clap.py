@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from test_metrics import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 
 from data_prep.audio import write_wav
 from metrics.clap import ClapEmbedder, clap_score, fad_windows
@@ -26,15 +27,6 @@ def tiny_clap(tmp_path_factory):
 @pytest.fixture(scope="module")
 def embedder(tiny_clap):
     return ClapEmbedder.from_pretrained(tiny_clap)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine run several times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

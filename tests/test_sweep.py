@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from conftest import tone
 from PIL import Image
+from test_metrics import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 
 from data_prep.audio import write_wav
 from metrics import stats, sweep
@@ -18,15 +18,6 @@ from riffmask import cli
 
 # A 64 x 64 spectrogram, a few steps, quick decodes: the tiny model's scale.
 SMALL = ["window=64", "overlap=0", "num_frequencies=64", "steps=2", "guidance=1.0", "griffin_lim_iters=2", "device=cpu"]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine run several times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
