@@ -21,7 +21,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "output_dir", type=Path, nargs="?", help="outputs with matching names (omit for a generate output)"
     )
     pairs.add_argument("--iterations", type=int, default=32, help="Griffin-Lim iterations for chroma (default 32)")
-    pairs.add_argument("--report", type=Path, help="also write a self-contained HTML report here")
     _add_outputs(pairs)
     pairs.set_defaults(func=run_pairs)
 
@@ -63,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_outputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the summary and per-file results as JSON")
     parser.add_argument("--csv", type=Path, help="write the per-file results as CSV")
+    parser.add_argument("--report", type=Path, help="write a self-contained HTML report (players, metrics)")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -183,6 +183,8 @@ def run_fad(args: argparse.Namespace) -> int:
             log.warning("FAD-infinity skipped: %s", exc)
     summary["failed"] = len(failed)
     print(emit(rows, summary, ["name", "frames", "fad", "error"], args.json, args.csv))
+    if args.report:
+        _file_report(args.report, "Fréchet Audio Distance", rows, summary, args.generated_dir, ("frames", "fad"))
     return 0
 
 
@@ -191,6 +193,7 @@ def run_clap(args: argparse.Namespace) -> int:
     from metrics.clap import DEFAULT_CLAP_MODEL, ClapEmbedder, clap_score
     from metrics.embeddings import audio_files
     from metrics.results import emit, summarize
+    from riffmask.io import safe_stem
 
     files = audio_files(args.generated_dir)
     embedder = ClapEmbedder.from_pretrained(args.clap_model or DEFAULT_CLAP_MODEL, args.revision, args.allow_pickle)
@@ -198,11 +201,32 @@ def run_clap(args: argparse.Namespace) -> int:
     with progress_bar(len(files), "CLAP") as bar:
         for path in files:
             try:
-                clips[path.stem] = embedder.embed_clip(load_audio(path, sample_rate=embedder.sample_rate))
+                clips[safe_stem(path.stem)] = embedder.embed_clip(load_audio(path, sample_rate=embedder.sample_rate))
             except RiffmaskError as exc:
-                failed.append({"name": path.stem, "clap": None, "error": str(exc)})
+                failed.append({"name": safe_stem(path.stem), "clap": None, "error": str(exc)})
             bar.update()
     rows = [{**r, "error": ""} for r in clap_score(clips, embedder.embed_text([args.prompt])[0])] + failed
     summary = {**summarize(rows, ["clap"]), "prompt": args.prompt}
     print(emit(rows, summary, ["name", "clap", "error"], args.json, args.csv))
+    if args.report:
+        _file_report(args.report, f"CLAP score: {args.prompt}", rows, summary, args.generated_dir, ("clap",))
     return 0 if clips else 1
+
+
+def _file_report(path: Path, title: str, rows: list, summary: dict, folder: Path, metrics: tuple) -> None:
+    """A report with one player and the scores per file of ``folder``."""
+    from data_prep.audio import is_audio_file
+    from metrics.report import ReportItem, write_report
+    from riffmask.io import safe_stem
+
+    sounds = {safe_stem(p.stem): p for p in sorted(folder.iterdir()) if is_audio_file(p)}
+    items = [
+        ReportItem(
+            name=row["name"],
+            output_audio=sounds.get(row["name"]),
+            metrics={m: row[m] for m in metrics if row.get(m) is not None},
+            error=row.get("error", ""),
+        )
+        for row in rows
+    ]
+    print(f"report: {write_report(path, items, title, summary)}")

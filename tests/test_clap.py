@@ -106,9 +106,9 @@ def test_eval_clap_and_fad_cli_with_a_local_model(main, tmp_path, tiny_clap):
         write_wav(gen / f"g{i}.wav", noise(1.2, i, 44100), 44100)
         write_wav(ref / f"r{i}.wav", 0.5 * noise(1.2, 10 + i, 44100), 44100)
     out = tmp_path / "clap.json"
-    assert (
-        main(["eval", "clap", str(gen), "--prompt", "ambient", "--clap-model", str(tiny_clap), "--json", str(out)]) == 0
-    )
+    argv = ["eval", "clap", str(gen), "--prompt", "ambient", "--clap-model", str(tiny_clap), "--json", str(out)]
+    assert main([*argv, "--report", str(tmp_path / "clap.html")]) == 0
+    assert (tmp_path / "clap.html").read_text().count('<audio controls preload="metadata" src="data:audio/wav') == 2
     data = json.loads(out.read_text())
     assert [r["name"] for r in data["items"]] == ["g0", "g1"] and data["summary"]["n"] == 2
     assert data["summary"]["clap_mean"] == pytest.approx(np.mean([r["clap"] for r in data["items"]]))

@@ -127,7 +127,7 @@ def test_a_bad_pair_is_reported_and_the_batch_goes_on(tmp_path, image_pair):
     assert summary == {**summary, "n": 1, "failed": 2}
 
 
-def test_generation_folder_pairs_come_from_sidecars(tmp_path, image_pair):
+def test_generation_folder_pairs_come_from_sidecars(main, tmp_path, image_pair):
     a, b = image_pair
     save_image(a, tmp_path / "clip_input.png")
     save_image(b, tmp_path / "clip_output.png")
@@ -138,6 +138,9 @@ def test_generation_folder_pairs_come_from_sidecars(tmp_path, image_pair):
     assert [(p.name, p.input_path.name, p.output_path.name) for p in pairs] == [
         ("clip", "clip_input.png", "clip_output.png")
     ]
+    # One folder on the command line: a generation output, paired through its sidecars.
+    assert main(["eval", "pairs", str(tmp_path), "--iterations", str(N_ITER), "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["items"][0]["ssim"] == pytest.approx(similarity.ssim(a, b))
 
 
 def test_eval_pairs_cli_prints_and_writes_csv_json_report(main, tmp_path, image_pair, capsys):
