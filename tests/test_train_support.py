@@ -55,13 +55,13 @@ def as_words(values: dict) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
 
 
-def script_env() -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+def script_env(**extra: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
     env.pop("HF_TOKEN", None)
     return env
 
 
-def launch(values: dict, *accelerate_args: str, wait: bool = True):
+def launch(values: dict, *accelerate_args: str, wait: bool = True, env: dict | None = None):
     """``[accelerate launch ARGS] train/dreambooth.py key=value ...`` as a subprocess."""
     script = [str(ROOT / "train" / "dreambooth.py"), *as_words(values)]
     if accelerate_args:
@@ -69,11 +69,11 @@ def launch(values: dict, *accelerate_args: str, wait: bool = True):
     else:
         cmd = [sys.executable, *script]
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=ROOT, env=script_env(**(env or {})), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     if wait:
-        output, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, output[-4000:]
+        proc.output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, proc.output[-4000:]
     return proc
 
 

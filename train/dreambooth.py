@@ -149,6 +149,10 @@ def _train(cfg: TrainConfig) -> Path:
 
         validator = Validator(cfg, m, held_out, out / "validation", instances.captions[0])
 
+    log.info("%d clips, %d process(es) x batch %d x %d accumulation = %d clips per step; steps %d..%d",
+             len(instances), world, cfg.train_batch_size, cfg.gradient_accumulation_steps,
+             world * cfg.train_batch_size * cfg.gradient_accumulation_steps, first_step + 1, cfg.max_train_steps)
+
     # ---------------------------------------------------------------- 5. the loop
     phase = None
     for step in range(first_step, cfg.max_train_steps):

@@ -102,8 +102,9 @@ def write_model_card(folder: Path) -> Path:
 
 def publish(folder: str | os.PathLike, repo_id: str, private: bool = False) -> str:
     """Create ``repo_id`` (if needed) and upload the output folder with its card; return the repo URL."""
+    import httpx
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 
     folder = Path(folder)
     if not (folder / "README.md").is_file():
@@ -113,6 +114,6 @@ def publish(folder: str | os.PathLike, repo_id: str, private: bool = False) -> s
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=str(folder), ignore_patterns=IGNORE,
                           commit_message="Upload riffmask DreamBooth output")
-    except HfHubHTTPError as exc:
+    except (HfHubHTTPError, HFValidationError, httpx.HTTPError) as exc:
         raise RiffmaskError(f"publishing to {repo_id} failed: {exc}") from None
     return str(url)
