@@ -105,7 +105,7 @@ def run_sweep(
     out_dir = Path(out_dir)
     table = out_dir / "sweep.csv"
     rows = [r for r in read_csv(table) if not r.get("error")] if table.is_file() else []
-    done = {(r["input"], r["prompt"], r["combination"]) for r in rows}
+    done = {(str(r["input"]), str(r["prompt"]), r["combination"]) for r in rows}
     combos = grid(swept, ablation)
     sources = expand_inputs([str(p) for p in inputs])
     names = output_names(sources)
@@ -113,6 +113,8 @@ def run_sweep(
         (s, p, c) for s in sources for p in cfg.prompt for c in combos if (names[s], p, combination_id(c)) not in done
     ]
     log.info("sweep: %d combinations done before, %d to do", len(done), len(todo))
+    if todo and pipe is None:
+        pipe = load_pipeline(cfg)  # a model that cannot load stops the sweep with its error
     failed: list[Row] = []
     with tqdm(total=len(todo), desc="sweep", unit="item", disable=None) as bar:
         for source, group in itertools.groupby(todo, key=lambda t: t[0]):
@@ -128,8 +130,6 @@ def run_sweep(
             for _, prompt, combo in group:
                 item_cfg = _config_for(cfg, combo, prompt)
                 try:
-                    if pipe is None:
-                        pipe = load_pipeline(cfg)
                     gen = generate_sound(pipe, audio, item_cfg)[0]
                     if reference is None:  # the input image is the same for every combination
                         reference = image_chroma(gen.input_image, n_iter)

@@ -92,3 +92,10 @@ def test_sweep_needs_something_to_sweep(main, tmp_path, tiny_model_dir, capsys):
     write_wav(tmp_path / "a.wav", tone(300.0, 0.2))
     assert main(["sweep", str(tmp_path / "a.wav"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o")]) == 2
     assert "nothing to sweep" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_load_stops_the_sweep(main, tmp_path, capsys):
+    write_wav(tmp_path / "a.wav", tone(300.0, 0.2))
+    argv = ["sweep", str(tmp_path / "a.wav"), "--model", str(tmp_path / "no-model"), "--downshift", "0,255"]
+    assert main([*argv, "--out", str(tmp_path / "o"), *SMALL]) == 2
+    assert "no-model" in capsys.readouterr().err and not (tmp_path / "o" / "sweep.csv").exists()
