@@ -250,6 +250,7 @@ class Generation:
     output_image: Image.Image
     input_audio: np.ndarray
     audio: np.ndarray
+    model_seconds: float = 0.0  # this item's share of the pipeline call (text encoder, UNet, VAE)
 
 
 def padded_width(num_samples: int, cfg: GenerateConfig) -> int:
@@ -287,6 +288,7 @@ def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generat
     wide = width > cfg.window
     # Wide images: the VAE encodes/decodes in blended tiles (its attention would not fit otherwise).
     (pipe.vae.enable_tiling if wide else pipe.vae.disable_tiling)()
+    started = time.perf_counter()
     result = pipe(
         prompt=[p for p, _ in items],
         image=image,
@@ -300,10 +302,11 @@ def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generat
         window_overlap=cfg.overlap,
         output_type="pil",
     ).images
+    model_seconds = (time.perf_counter() - started) / len(items)
     outputs = [_with_exif(im.convert("RGB"), image) for im in result]
     music = decode_images(outputs, padded if cfg.phase_init == "input" else None, cfg.griffin_lim_iters)
     return [
-        Generation(p, s, image, mask, out, audio, peak_normalize(_fit(m, len(audio))))
+        Generation(p, s, image, mask, out, audio, peak_normalize(_fit(m, len(audio))), model_seconds)
         for (p, s), out, m in zip(items, outputs, music, strict=True)
     ]
 
@@ -398,6 +401,7 @@ def _sidecar(gen: Generation, cfg: GenerateConfig, source: Path, files: dict, se
         "device": str(pipe.device),
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "seconds": round(seconds, 3),
+        "model_seconds": round(gen.model_seconds, 3),
         "input_seconds": round(len(gen.input_audio) / cfg.spectrogram_params.sample_rate, 3),
         "image_size": list(gen.output_image.size),
         "versions": {"diffusers": diffusers.__version__, "torch": torch.__version__},
