@@ -72,7 +72,10 @@ class ClapEmbedder:
             model = ClapModel.from_pretrained(str(model_id), use_safetensors=None if allow_pickle else True, **kwargs)
             processor = ClapProcessor.from_pretrained(str(model_id), **kwargs)
         except OSError as exc:
-            hint = "" if allow_pickle else " (if it only has PyTorch .bin weights, pass --allow-pickle)"
+            pickle_only = not allow_pickle and "safetensors" in str(exc)
+            hint = (
+                " (it has no safetensors weights; for PyTorch .bin weights pass --allow-pickle)" if pickle_only else ""
+            )
             raise RiffmaskError(f"cannot load CLAP model {model_id}: {exc}{hint}") from None
         return cls(model=model.to(device).eval(), processor=processor)
 
