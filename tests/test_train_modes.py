@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import test_train_support as support
 import torch
 from test_train_support import RES, overrides, run_train, unet_weights
@@ -33,6 +34,22 @@ def _fixed_loss(unet, model_dir, dataset) -> float:
         return diffusion_losses([(cache, batch)], unet, te, sched, "epsilon", None, "cpu")[0].mean().item()
 
 
+def _generate_with_riffmask(model, lora=None) -> None:
+    """Load with `riffmask generate`'s loader and make one short clip from a tone."""
+    from conftest import tone
+
+    from infer.generate import GenerateConfig, generate_sound, load_pipeline
+    from riffmask.config import build_config
+
+    cfg = build_config(GenerateConfig, ("test", {"model": str(model), "lora": [str(lora)] if lora else [],
+                                                 "steps": 2, "window": RES, "overlap": 16, "num_frequencies": RES,
+                                                 "griffin_lim_iters": 2}))
+    audio = tone(440.0, 0.5)
+    result = generate_sound(load_pipeline(cfg), audio, cfg)[0]
+    assert result.output_image.size == (RES, RES) and len(result.audio) == len(audio)
+    assert np.isfinite(result.audio).all()
+
+
 def test_full_fine_tune_learns_and_loads_in_diffusers(tmp_path, tiny_model_dir, prepared_dir):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
@@ -47,6 +64,7 @@ def test_full_fine_tune_learns_and_loads_in_diffusers(tmp_path, tiny_model_dir, 
     pipe = StableDiffusionPipeline.from_pretrained(out)
     image = pipe("ambient", height=RES, width=RES, num_inference_steps=2, output_type="np").images[0]
     assert image.shape == (RES, RES, 3) and (out / "training_config.yaml").is_file()
+    _generate_with_riffmask(out)
     fingerprint = json.loads((out / "dataset_fingerprint.json").read_text())
     assert fingerprint["fingerprint"] == data.dataset_fingerprint(prepared_dir)
 
@@ -113,3 +131,4 @@ def test_lora_exports_load_in_diffusers_in_both_formats(tmp_path, tiny_model_dir
     # alpha (8) differs from the rank (4): both files must carry it for the outputs to agree.
     torch.testing.assert_close(te_kohya, te_diff, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(unet_kohya, unet_diff, rtol=1e-5, atol=1e-6)
+    _generate_with_riffmask(tiny_model_dir, lora=out)

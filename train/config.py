@@ -48,13 +48,15 @@ class TrainConfig:
         0, help="0: train the text encoder alongside the UNet; N>0: the text encoder alone first for N steps"
     )
     text_encoder_learning_rate: float = option(1e-6, help="text-encoder learning rate")
-    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = option("constant", help="")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = option(
+        "constant", help="learning-rate curve of each phase"
+    )
     lr_warmup_steps: int = option(0, help="warm-up steps of each phase")
     optimizer: Literal["adamw", "adamw8bit", "paged_adamw8bit"] = option("adamw", help="AdamW or bitsandbytes'")
-    adam_beta1: float = option(0.9, help="")
-    adam_beta2: float = option(0.999, help="")
-    adam_weight_decay: float = option(1e-2, help="")
-    adam_epsilon: float = option(1e-8, help="")
+    adam_beta1: float = option(0.9, help="AdamW beta1")
+    adam_beta2: float = option(0.999, help="AdamW beta2")
+    adam_weight_decay: float = option(1e-2, help="AdamW decoupled weight decay")
+    adam_epsilon: float = option(1e-8, help="AdamW epsilon")
     max_grad_norm: float = option(1.0, help="gradient clipping (0 disables)")
     mixed_precision: Literal["no", "fp16", "bf16"] = option("no", help="autocast dtype; trained weights stay fp32")
     gradient_checkpointing: bool = option(False, help="recompute activations in backward to save memory")
@@ -66,9 +68,11 @@ class TrainConfig:
     # ------------------------------------------------------------------ LoRA
     rank: int = option(4, help="LoRA rank")
     lora_alpha: float | None = option(None, help="LoRA alpha; None: equal to rank")
-    lora_dropout: float = option(0.0, help="")
-    lora_target_modules: list[str] = option(["to_k", "to_q", "to_v", "to_out.0"], help="UNet modules")
-    text_encoder_lora_target_modules: list[str] = option(["q_proj", "k_proj", "v_proj", "out_proj"], help="")
+    lora_dropout: float = option(0.0, help="dropout on the LoRA input while training (exports ship 0)")
+    lora_target_modules: list[str] = option(["to_k", "to_q", "to_v", "to_out.0"], help="UNet modules with adapters")
+    text_encoder_lora_target_modules: list[str] = option(
+        ["q_proj", "k_proj", "v_proj", "out_proj"], help="text-encoder modules"
+    )
     kohya_export: bool = option(True, help="also write a Kohya/A1111-format LoRA file")
     # ------------------------------------------------------------------ checkpoints
     checkpointing_steps: int = option(500, help="save a resumable checkpoint every N steps (0: never)")
@@ -78,17 +82,17 @@ class TrainConfig:
     validation_steps: int = option(0, help="generate validation audio and held-out loss every N steps (0: off)")
     validation_sounds: list[str] = option([], help="everyday-sound files; empty: the built-in synthetic sound")
     validation_prompt: str | None = option(None, help="None: the first training caption")
-    num_validation_inference_steps: int = option(20, help="")
-    validation_strength: float = option(0.8, help="")
-    validation_guidance_scale: float = option(8.0, help="")
+    num_validation_inference_steps: int = option(20, help="scheduler steps of validation (and class) images")
+    validation_strength: float = option(0.8, help="img2img strength of the validation generations")
+    validation_guidance_scale: float = option(8.0, help="guidance of the validation generations")
     validation_downshift: int = option(40, help="mask downshift for the validation generations")
     validation_griffin_lim_iters: int = option(32, help="Griffin-Lim iterations decoding validation audio")
     report_to: Literal["none", "tensorboard", "wandb"] = option("tensorboard", help="tracker")
-    tracker_project_name: str = option("riffmask-dreambooth", help="")
+    tracker_project_name: str = option("riffmask-dreambooth", help="wandb project / tensorboard run name")
     # ------------------------------------------------------------------ publishing
     push_to_hub: bool = option(False, help="upload the outputs and a model card at the end")
     hub_model_id: str | None = option(None, help="owner/name on the Hub")
-    hub_private: bool = option(False, help="")
+    hub_private: bool = option(False, help="create the Hub repository as private")
 
     def validate(self) -> None:
         """Reject configs that cannot work, naming the key (runs before any model loads)."""

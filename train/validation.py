@@ -8,39 +8,36 @@ It runs inside ``fork_rng`` so that validating never moves the training's random
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from data_prep.audio import load_audio, write_wav
-from data_prep.codec import audio_to_image, mel_from_image, mel_to_audio, save_image
-from data_prep.params import SpectrogramParams
+from data_prep.codec import save_image
+from riffmask.config import build_config
 from train import data
 from train.loss import per_sample_loss, training_target
 
-log = logging.getLogger(__name__)
-VALIDATION_SEED = 1040  # the paper's generation seed
-
 
 class Validator:
-    """Fixed validation inputs (spectrogram + mask per sound) and the held-out clips."""
+    """Fixed validation sounds and generation settings, and the held-out clips."""
 
     def __init__(self, cfg, models, held_out: data.ClipCache | None, folder: Path, default_prompt: str):
         from data_prep.synth import write_builtin_sound
-        from infer.mask import MaskParams, make_mask
+        from infer.generate import GenerateConfig
 
         self.cfg, self.models, self.held_out, self.folder = cfg, models, held_out, folder
-        self.prompt = cfg.validation_prompt or default_prompt
-        self.params = SpectrogramParams(num_frequencies=cfg.resolution)
+        self.generate_cfg = build_config(GenerateConfig, ("validation", {
+            "prompt": [cfg.validation_prompt or default_prompt], "strength": cfg.validation_strength,
+            "guidance": cfg.validation_guidance_scale, "steps": cfg.num_validation_inference_steps,
+            "downshift": cfg.validation_downshift, "griffin_lim_iters": cfg.validation_griffin_lim_iters,
+            "window": cfg.resolution, "overlap": cfg.resolution // 4, "num_frequencies": cfg.resolution,
+        }))
+        params = self.generate_cfg.spectrogram_params
+        seconds = params.samples_for(cfg.resolution) / params.sample_rate  # one window: the training size
         sounds = [Path(p) for p in cfg.validation_sounds] or [write_builtin_sound(folder / "inputs" / "kettle.wav")]
-        self.inputs = []
-        for path in sounds:
-            audio = load_audio(path, duration=self.params.samples_for(cfg.resolution) / self.params.sample_rate)
-            audio = np.pad(audio, (0, max(0, self.params.samples_for(cfg.resolution) - len(audio))))
-            image = audio_to_image(audio, self.params)
-            self.inputs.append((path.stem, image, make_mask(image, MaskParams(downshift=cfg.validation_downshift))))
+        self.sounds = [(path.stem, load_audio(path, duration=seconds)) for path in sounds]
 
     def run(self, step: int, accelerator, unet, text_encoder, vae) -> dict[str, float]:
         """Generate and log the validation media, compute the held-out loss; return scalar logs."""
@@ -72,25 +69,22 @@ class Validator:
         return per_sample_loss(pred, target, timesteps, m.noise_scheduler, m.prediction_type, None).mean().item()
 
     def generate(self, step: int, accelerator, unet, text_encoder, vae) -> None:
+        """The masked pipeline over the models in memory, through infer's own generate function."""
+        from infer.generate import generate_sound
         from infer.pipeline import MaskedRiffusionPipeline
 
-        cfg = self.cfg
         pipe = MaskedRiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=self.models.tokenizer,
                                        unet=unet, scheduler=self.models.inference_scheduler)
         pipe.set_progress_bar_config(disable=True)
         out_dir = self.folder / f"step-{step}"
         media = []
-        for name, image, mask in self.inputs:
-            result = pipe(self.prompt, image=image, mask_image=mask, strength=cfg.validation_strength,
-                          num_inference_steps=cfg.num_validation_inference_steps,
-                          guidance_scale=cfg.validation_guidance_scale,
-                          generator=torch.Generator().manual_seed(VALIDATION_SEED)).images[0]
-            mel, _ = mel_from_image(result)
-            audio = mel_to_audio(mel, self.params, n_iter=cfg.validation_griffin_lim_iters)
-            save_image(result, out_dir / f"{name}.png")
-            write_wav(out_dir / f"{name}.wav", audio, self.params.sample_rate)
-            media.append((name, result, audio))
-        log_media(accelerator, step, media, self.prompt, self.params.sample_rate)
+        for name, audio in self.sounds:
+            result = generate_sound(pipe, audio, self.generate_cfg)[0]
+            save_image(result.output_image, out_dir / f"{name}.png")
+            write_wav(out_dir / f"{name}.wav", result.audio, self.generate_cfg.spectrogram_params.sample_rate)
+            media.append((name, result.output_image, result.audio))
+        log_media(accelerator, step, media, self.generate_cfg.prompt[0],
+                  self.generate_cfg.spectrogram_params.sample_rate)
 
 
 def log_media(accelerator, step: int, media: list, prompt: str, sample_rate: int) -> None:
