@@ -9,7 +9,7 @@ from riffmask.config import add_config_arguments, config_from_args
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the infer stage's subcommands to the ``riffmask`` parser."""
-    from infer.generate import GenerateConfig
+    from infer.config import GenerateConfig
     from infer.mask import MaskParams
 
     gen = subparsers.add_parser(

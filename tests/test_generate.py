@@ -12,7 +12,7 @@ from conftest import SR, tone
 from PIL import Image
 
 from data_prep.codec import load_image
-from infer.generate import GenerateConfig, generate_files, generate_sound, load_pipeline, set_scheduler
+from infer.generate import GenerateConfig, generate_files, generate_sound, load_pipeline, pick_device, set_scheduler
 from riffmask.cli import main
 from riffmask.config import ConfigError, build_config, load_config
 from riffmask.errors import RiffmaskError
@@ -169,3 +169,16 @@ def test_scheduler_swap_and_presets(pipe, tiny_model_dir):
         load_config(GenerateConfig, "paper", ["strength=0"])
     with pytest.raises(ConfigError, match="did you mean 'guidance'"):
         load_config(GenerateConfig, None, ["guidence=3"])
+
+
+def test_device_and_dtype_choice(tiny_model_dir):
+    if not torch.cuda.is_available():
+        assert pick_device(None, None) == ("cpu", torch.float32)
+    assert pick_device("cuda:1", None) == ("cuda:1", torch.float16)
+    assert pick_device("cpu", "bfloat16") == ("cpu", torch.bfloat16)
+    bf16 = load_pipeline(small_config(tiny_model_dir, device="cpu", dtype="bfloat16"))
+    assert {bf16.unet.dtype, bf16.vae.dtype, bf16.text_encoder.dtype} == {torch.bfloat16}
+    (result,) = generate_sound(bf16, tone(440, 0.3), small_config(tiny_model_dir))
+    assert np.isfinite(result.audio).all() and np.abs(result.audio).max() > 0.9
+    with pytest.raises(ConfigError, match="dtype"):
+        small_config(tiny_model_dir, dtype="float8")
