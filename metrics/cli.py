@@ -21,6 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "output_dir", type=Path, nargs="?", help="outputs with matching names (omit for a generate output)"
     )
     pairs.add_argument("--iterations", type=int, default=32, help="Griffin-Lim iterations for chroma (default 32)")
+    pairs.add_argument(
+        "--phase-init",
+        choices=("random", "pghi"),
+        default="random",
+        help="Griffin-Lim start for chroma: random (the paper's, default) or the codec's PGHI estimate",
+    )
     _add_outputs(pairs)
     pairs.set_defaults(func=run_pairs)
 
@@ -97,7 +103,9 @@ def run_pairs(args: argparse.Namespace) -> int:
         if not pairs:
             raise RiffmaskError(f"no files with matching names in {args.input_dir} and {args.output_dir}")
     with progress_bar(len(pairs), "pairs") as bar:
-        rows, summary = evaluate_pairs(pairs, n_iter=args.iterations, progress=lambda _: bar.update())
+        rows, summary = evaluate_pairs(
+            pairs, n_iter=args.iterations, progress=lambda _: bar.update(), phase_init=args.phase_init
+        )
     print(emit(rows, summary, ["name", *PAIR_METRICS, "error"], args.json, args.csv))
     if args.report:
         from metrics.report import items_from_pairs, write_report

@@ -144,13 +144,14 @@ def evaluate_pairs(
     seed: int = 0,
     progress: Callable[[Pair], None] | None = None,
     params: SpectrogramParams = SpectrogramParams(),
+    phase_init: str = "random",
 ) -> tuple[list[Row], Row]:
     """SSIM and chroma per pair (a failing pair gets an ``error`` and the batch goes on)."""
     rows: list[Row] = []
     for pair in pairs:
         row: Row = {"name": pair.name, "input": str(pair.input_path), "output": str(pair.output_path)}
         try:
-            row.update(pair_metrics(*load_pair_images(pair, params), n_iter=n_iter, seed=seed))
+            row.update(pair_metrics(*load_pair_images(pair, params), n_iter=n_iter, seed=seed, phase_init=phase_init))
             row["error"] = ""
         except RiffmaskError as exc:  # names the unreadable file itself
             row.update({m: None for m in PAIR_METRICS}, error=str(exc))

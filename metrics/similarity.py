@@ -4,11 +4,13 @@
   default window.
 * Chroma: ``librosa.feature.chroma_cens(y, sr=44100)`` of the Griffin-Lim reconstructions of both
   images, flattened, cosine (0 when either is all zero). Both images are decoded the same way: the
-  paper's fixed ``max_volume = 50`` (whatever their EXIF says), the same iterations and the same
-  random start phase, so that differences come from the pictures alone.
+  paper's fixed ``max_volume = 50`` (whatever their EXIF says), 32 iterations from the same seeded
+  random start phase (the paper's torchaudio path), so that differences come from the pictures alone.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -17,6 +19,7 @@ from data_prep.codec import image_to_audio
 from data_prep.params import PAPER_DECODE_MAX_VOLUME
 
 SAMPLE_RATE = 44100
+PhaseInit = Literal["random", "pghi"]
 
 
 def grey(image: Image.Image) -> np.ndarray:
@@ -34,9 +37,10 @@ def ssim(input_image: Image.Image, output_image: Image.Image) -> float:
     return float(structural_similarity(a, b, data_range=255))
 
 
-def decode(image: Image.Image, n_iter: int = 32, seed: int = 0) -> np.ndarray:
-    """Griffin-Lim audio of a spectrogram image, decoded the way the paper does for every image."""
-    return image_to_audio(image, n_iter=n_iter, max_volume=PAPER_DECODE_MAX_VOLUME, seed=seed)
+def decode(image: Image.Image, n_iter: int = 32, seed: int = 0, phase_init: PhaseInit = "random") -> np.ndarray:
+    """Griffin-Lim audio of a spectrogram image, decoded the way the paper does for every image
+    (random start phase, as torchaudio's GriffinLim; ``"pghi"`` starts from the codec's estimate)."""
+    return image_to_audio(image, n_iter=n_iter, max_volume=PAPER_DECODE_MAX_VOLUME, seed=seed, phase_init=phase_init)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,15 +69,20 @@ def chroma_similarity(input_audio: np.ndarray, output_audio: np.ndarray, sr: int
     return chroma_cosine(chroma(input_audio, sr), chroma(output_audio, sr))
 
 
-def image_chroma(image: Image.Image, n_iter: int = 32, seed: int = 0) -> np.ndarray:
+def image_chroma(image: Image.Image, n_iter: int = 32, seed: int = 0, phase_init: PhaseInit = "random") -> np.ndarray:
     """Chromagram of a spectrogram image's reconstruction (reusable against many outputs)."""
-    return chroma(decode(image, n_iter, seed))
+    return chroma(decode(image, n_iter, seed, phase_init))
 
 
 def pair_metrics(
-    input_image: Image.Image, output_image: Image.Image, n_iter: int = 32, seed: int = 0
+    input_image: Image.Image,
+    output_image: Image.Image,
+    n_iter: int = 32,
+    seed: int = 0,
+    phase_init: PhaseInit = "random",
 ) -> dict[str, float]:
     """``{"ssim": ..., "chroma": ...}`` of one input/output spectrogram pair (SPEC §4)."""
     score = ssim(input_image, output_image)
-    similarity = chroma_cosine(image_chroma(input_image, n_iter, seed), image_chroma(output_image, n_iter, seed))
+    a, b = (image_chroma(im, n_iter, seed, phase_init) for im in (input_image, output_image))
+    similarity = chroma_cosine(a, b)
     return {"ssim": score, "chroma": similarity}

@@ -70,8 +70,8 @@ def test_ssim_rejects_images_of_different_size(image_pair):
 
 def test_chroma_equals_librosa_on_both_reconstructions(image_pair):
     a, b = image_pair
-    ya = image_to_audio(a, n_iter=N_ITER, max_volume=50.0, seed=0)
-    yb = image_to_audio(b, n_iter=N_ITER, max_volume=50.0, seed=0)
+    ya = image_to_audio(a, n_iter=N_ITER, max_volume=50.0, seed=0, phase_init="random")
+    yb = image_to_audio(b, n_iter=N_ITER, max_volume=50.0, seed=0, phase_init="random")
     ca, cb = librosa.feature.chroma_cens(y=ya, sr=SR).ravel(), librosa.feature.chroma_cens(y=yb, sr=SR).ravel()
     expected = float(ca @ cb / (np.linalg.norm(ca) * np.linalg.norm(cb)))
     got = similarity.pair_metrics(a, b, n_iter=N_ITER)
@@ -86,7 +86,7 @@ def test_both_images_decode_with_the_papers_fixed_max_volume(image_pair):
     exif = louder.getexif()
     exif[ExifTags.MAX_VALUE] = 4.0 * float(exif[ExifTags.MAX_VALUE])  # what the codec alone would use
     louder.info["exif"] = exif.tobytes()
-    expected = image_to_audio(a, n_iter=N_ITER, max_volume=PAPER_DECODE_MAX_VOLUME, seed=0)
+    expected = image_to_audio(a, n_iter=N_ITER, max_volume=PAPER_DECODE_MAX_VOLUME, seed=0, phase_init="random")
     np.testing.assert_allclose(similarity.decode(louder, N_ITER), expected, rtol=1e-5, atol=1e-6)
 
 
