@@ -28,6 +28,7 @@ def _prepared_stub(folder):
         (["dataset=/nonexistent/prep"], "dataset folder '/nonexistent/prep' does not exist"),
         (["text_encoder_steps=3"], "train_text_encoder is false"),
         (["mode=dora"], "mode: 'dora' is not one of"),
+        (["validation_sounds=[/no/kettle.wav]"], "validation_sounds: /no/kettle.wav not found"),
     ],
 )
 def test_bad_configs_are_rejected_before_any_model_loads(tmp_path, capsys, words, message):

@@ -108,8 +108,9 @@ def test_lora_exports_load_in_diffusers_in_both_formats(tmp_path, tiny_model_dir
     out = run_train(**overrides(
         prepared_dir, tiny_model_dir, tmp_path / "lora", mode="lora", rank=4, lora_alpha=8, lora_dropout=0.1,
         train_text_encoder=True, learning_rate=1e-2, text_encoder_learning_rate=1e-2, optimizer="paged_adamw8bit",
-        mixed_precision="bf16",
+        mixed_precision="bf16", validation_steps=4, num_validation_inference_steps=2, validation_griffin_lim_iters=2,
     ))
+    assert (out / "validation" / "step-4" / "kettle.wav").is_file()  # validation under bf16 autocast
     kohya = load_file(str(out / "lora_kohya.safetensors"))
     prefix = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
     assert sorted(k for k in kohya if k.startswith(prefix + ".")) == [

@@ -24,7 +24,10 @@ def _free_port() -> int:
 
 
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, tiny_model_dir, prepared_dir):
-    settings = dict(max_train_steps=3, learning_rate=1e-3, gradient_accumulation_steps=2, noise_offset=0.05)
+    # Adam divides by sqrt(v) + eps: where a gradient is ~0, float rounding (the processes' average vs one
+    # batch's mean) would decide the sign of a full-size update. A larger eps keeps such noise small.
+    settings = dict(max_train_steps=3, learning_rate=1e-3, gradient_accumulation_steps=2, noise_offset=0.05,
+                    adam_epsilon=1e-4)
     two = overrides(prepared_dir, tiny_model_dir, tmp_path / "two", train_batch_size=1, **settings)
     output = launch(two, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                     "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
@@ -35,7 +38,6 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, ti
     got, want = unet_weights(tmp_path / "two"), unet_weights(one)
     base = support.load_file(str(tiny_model_dir / "unet" / "diffusion_pytorch_model.safetensors"))
     assert any(not torch.equal(want[k], base[k]) for k in want)
-    # Gradients are averaged across processes instead of within one batch: equal up to float rounding,
-    # which Adam can lift to ~1e-6 where a gradient is near zero (1e-3 of one step's update, lr = 1e-3).
+    # Equal up to float rounding: within 1% of one step's update (lr = 1e-3).
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5)

@@ -112,6 +112,9 @@ class TrainConfig:
             raise ConfigError("text_encoder_steps is set but train_text_encoder is false")
         if self.push_to_hub and not self.hub_model_id:
             raise ConfigError("push_to_hub: set hub_model_id (owner/name) too")
+        missing = [p for p in self.validation_sounds if not Path(p).is_file()]
+        if missing:
+            raise ConfigError(f"validation_sounds: {', '.join(missing)} not found")
         if "{genre}" not in self.instance_template and self.captions == "template":
             raise ConfigError(f"instance_template: {self.instance_template!r} has no {{genre}} placeholder")
 

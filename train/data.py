@@ -70,8 +70,12 @@ class ClipCache:
 
 
 @torch.no_grad()
-def encode_posteriors(vae, images: Sequence[torch.Tensor], batch_size: int = 8) -> torch.Tensor:
-    """Mean and std of the VAE posterior of each image, (N, 2C, h, w) float32 on CPU."""
+def encode_posteriors(vae, images: Sequence[torch.Tensor], batch_size: int = 1) -> torch.Tensor:
+    """Mean and std of the VAE posterior of each image, (N, 2C, h, w) float32 on CPU.
+
+    One image at a time by default: it runs once per clip, and a larger batch would raise the run's
+    peak memory above that of the training step itself.
+    """
     out = []
     device, dtype = vae.device, vae.dtype
     for start in range(0, len(images), batch_size):

@@ -78,7 +78,7 @@ def model_card(folder: Path, cfg: dict) -> str:
         "## Dataset", "", _dataset_summary(cfg["dataset"]),
         f"Fingerprint: `{fingerprint.get('fingerprint', '?')}`.", "",
         "## Training settings", "", "| key | value |", "| --- | --- |", rows, "",
-        "## Generate", "", "```bash", f"riffmask generate kettle.wav {model_flag} prompt='{_prompt(cfg)}'",
+        "## Generate", "", "```bash", f'riffmask generate kettle.wav {model_flag} --prompt "{_prompt(cfg)}"',
         "```", "", "## Validation (last step)", "", "\n\n".join(media) or "(no validation media)", "",
     ])
 

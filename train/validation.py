@@ -46,9 +46,10 @@ class Validator:
         unet.eval()
         text_encoder.eval()
         try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad(), accelerator.autocast():
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
                 if self.held_out is not None:
-                    logs["val_loss"] = self.held_out_loss(unet, text_encoder, vae)
+                    with accelerator.autocast():
+                        logs["val_loss"] = self.held_out_loss(unet, text_encoder, vae)
                 self.generate(step, accelerator, unet, text_encoder, vae)
         finally:
             for model, training in was_training.items():
@@ -71,10 +72,10 @@ class Validator:
     def generate(self, step: int, accelerator, unet, text_encoder, vae) -> None:
         """The masked pipeline over the models in memory, through infer's own generate function."""
         from infer.generate import generate_sound
-        from infer.pipeline import MaskedRiffusionPipeline
 
-        pipe = MaskedRiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=self.models.tokenizer,
-                                       unet=unet, scheduler=self.models.inference_scheduler)
+        pipe = _autocast_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=self.models.tokenizer, unet=unet,
+                                  scheduler=self.models.inference_scheduler)
+        pipe.autocast = accelerator.autocast
         pipe.set_progress_bar_config(disable=True)
         out_dir = self.folder / f"step-{step}"
         media = []
@@ -85,6 +86,19 @@ class Validator:
             media.append((name, result.output_image, result.audio))
         log_media(accelerator, step, media, self.generate_cfg.prompt[0],
                   self.generate_cfg.spectrogram_params.sample_rate)
+
+
+def _autocast_pipeline(**components):
+    """The masked pipeline whose model calls run under the run's autocast (frozen weights may be half
+    precision, trained ones fp32); generate_sound's audio decoding stays outside it, in float32."""
+    from infer.pipeline import MaskedRiffusionPipeline
+
+    class AutocastPipeline(MaskedRiffusionPipeline):
+        def __call__(self, *args, **kwargs):
+            with self.autocast():
+                return super().__call__(*args, **kwargs)
+
+    return AutocastPipeline(**components)
 
 
 def log_media(accelerator, step: int, media: list, prompt: str, sample_rate: int) -> None:
