@@ -133,3 +133,32 @@ def test_lora_exports_load_in_diffusers_in_both_formats(tmp_path, tiny_model_dir
     torch.testing.assert_close(te_kohya, te_diff, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(unet_kohya, unet_diff, rtol=1e-5, atol=1e-6)
     _generate_with_riffmask(tiny_model_dir, lora=out)
+
+
+def test_fp16_mixed_precision_keeps_trained_weights_fp32():
+    """Frozen weights in fp16, adapters in fp32: GradScaler unscales without "Attempting to unscale FP16
+    gradients" (the CPU GradScaler runs the same check as the CUDA one)."""
+    from types import SimpleNamespace
+
+    from infer.tiny import build_tiny_components
+    from train import lora
+    from train.models import place, trainable_names
+
+    parts = build_tiny_components()
+    unet, text_encoder = parts["unet"], parts["text_encoder"]
+    cfg = SimpleNamespace(rank=2, alpha=2.0, lora_dropout=0.0, train_text_encoder=False,
+                          lora_target_modules=["to_q", "to_v"])
+    lora.add_adapters(unet, text_encoder, cfg)
+    names = trainable_names(unet)
+    place(unet, "cpu", torch.float16, names)
+    dtypes = {n: p.dtype for n, p in unet.named_parameters()}
+    assert names and all(dtypes[n] == torch.float32 for n in names)
+    assert {d for n, d in dtypes.items() if n not in names} == {torch.float16}
+    optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu")
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = unet(torch.randn(1, 4, 8, 8), 10, torch.randn(1, 77, 32)).sample
+    scaler.scale(out.float().pow(2).mean()).backward()
+    scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    assert all(p.grad.dtype == torch.float32 for p in unet.parameters() if p.requires_grad)
