@@ -101,3 +101,14 @@ def test_latest_ignores_a_half_written_checkpoint(tmp_path):
     assert checkpoint.resolve_resume("latest", tmp_path / "none") is None
     with pytest.raises(ConfigError, match="not a checkpoint folder"):
         checkpoint.resolve_resume(str(tmp_path / ".tmp-checkpoint-12"), tmp_path)
+
+
+def test_resume_from_a_checkpoint_of_other_data_is_refused_before_models_load(tmp_path, capsys):
+    dataset = _prepared_stub(tmp_path / "prep")
+    ckpt = tmp_path / "checkpoint-4"
+    ckpt.mkdir()
+    (ckpt / "trainer_state.json").write_text('{"step": 4, "dataset_fingerprint": "of-another-dataset"}')
+    argv = ["train", "--config", "cpu_smoke", f"dataset={dataset}", "pretrained_model_name_or_path=/no/model",
+            f"output_dir={tmp_path / 'out'}", f"resume={ckpt}"]
+    assert riffmask_main(argv) == 2
+    assert "was trained on different data" in capsys.readouterr().err

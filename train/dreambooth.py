@@ -63,6 +63,9 @@ def _train(cfg: TrainConfig) -> Path:
     set_seed(cfg.seed)  # LoRA initialisation and dropout; data and noise have their own seeded streams
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     fingerprint = dataset_fingerprint(cfg.dataset)
+    resume_from = checkpoint.resolve_resume(cfg.resume, out / "checkpoints")  # checked before models load
+    if resume_from is not None and checkpoint.read_state(resume_from).get("dataset_fingerprint") != fingerprint:
+        raise ConfigError(f"resume: {resume_from} was trained on different data; exact resume is impossible")
 
     # ---------------------------------------------------------------- 1. models
     m = load_models(cfg)
@@ -92,19 +95,19 @@ def _train(cfg: TrainConfig) -> Path:
     if not rows:
         raise ConfigError(f"dataset: {cfg.dataset!r} has no training clips")
 
-    def cache(clips: list[dict], captions: list[str] | None = None) -> data.ClipCache:
+    def encode(clips: list[dict], captions: list[str] | None = None) -> data.ClipCache:
         captions = captions or data.captions_for(clips, cfg.captions, cfg.instance_template, cfg.instance_prompt)
         return data.build_cache(clips, captions, vae, m.tokenizer, cfg.resolution)
 
-    instances = cache(rows)
+    instances = encode(rows)
     held_out_rows = list(prepared["validation"]) if "validation" in prepared else []
-    held_out = cache(held_out_rows) if held_out_rows else None
+    held_out = encode(held_out_rows) if held_out_rows else None
     classes = None
     if cfg.with_prior_preservation:
         from train.prior import class_rows
 
         class_images = class_rows(cfg, m, accelerator)
-        classes = cache(class_images, [cfg.class_prompt] * len(class_images))
+        classes = encode(class_images, [cfg.class_prompt] * len(class_images))
     vae.to(dtype=dtype)
     scaling = vae.config.scaling_factor
     num_timesteps = noise_scheduler.config.num_train_timesteps
@@ -128,13 +131,9 @@ def _train(cfg: TrainConfig) -> Path:
 
     # ---------------------------------------------------------------- 4. resume
     first_step = 0
-    resume_from = checkpoint.resolve_resume(cfg.resume, out / "checkpoints")
     if resume_from is not None:
-        state = checkpoint.read_state(resume_from)
-        if state.get("dataset_fingerprint") != fingerprint:
-            raise ConfigError(f"resume: {resume_from} was trained on different data; exact resume is impossible")
         accelerator.load_state(str(resume_from))
-        first_step = state["step"]
+        first_step = checkpoint.read_state(resume_from)["step"]
         log.info("resumed from %s at step %d", resume_from, first_step)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -167,8 +166,8 @@ def _train(cfg: TrainConfig) -> Path:
                         model_params[param_name].requires_grad_(on)
                     trained[name].train(on)
             # A frozen text encoder gives the same embedding every step: compute each caption once.
-            for cache in filter(None, (instances, classes, held_out)):
-                cache.embeddings = None if phase.text_encoder else data.encode_captions(text_encoder, cache.input_ids)
+            for clips in filter(None, (instances, classes, held_out)):
+                clips.embeddings = None if phase.text_encoder else data.encode_captions(text_encoder, clips.input_ids)
 
         step_loss = torch.zeros((), device=device)
         for micro in range(cfg.gradient_accumulation_steps):
