@@ -75,9 +75,8 @@ def _load_base(cfg: GenerateConfig, torch_dtype: Any):
             _check_weights(source, cfg.allow_pickle, "checkpoint")
             if source.suffix not in WEIGHT_SUFFIXES:
                 raise RiffmaskError(f"{source}: not a checkpoint file ({', '.join(WEIGHT_SUFFIXES)})")
-            return StableDiffusionPipeline.from_single_file(
-                str(source), config=cfg.single_file_config, use_safetensors=use_safetensors, **common
-            )
+            # Pickle was refused above unless allowed; the file's suffix decides how it is read.
+            return StableDiffusionPipeline.from_single_file(str(source), config=cfg.single_file_config, **common)
         if source.is_dir():
             _check_weights(source, cfg.allow_pickle, "model folder")
         return StableDiffusionPipeline.from_pretrained(

@@ -249,7 +249,7 @@ class MaskedRiffusionPipeline(
                 the 512-px context it was trained on. ``None``: the whole image in one pass.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
             callback_on_step_end: called after each step as in diffusers, with the tensors named in
-                ``callback_on_step_end_tensor_inputs``; may return replacements for them.
+                ``callback_on_step_end_tensor_inputs``; a ``"latents"`` it returns replaces the latent.
         """
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
