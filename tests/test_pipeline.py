@@ -97,6 +97,25 @@ def test_white_mask_keeps_the_input_latent_up_to_the_last_step(pipe, image):
         torch.testing.assert_close(cond, reference_o(pipe, image, t), rtol=0, atol=1e-6)
 
 
+def test_white_mask_with_a_sigma_scheduler_uses_each_steps_noise_level(pipe, image):
+    from diffusers import EulerDiscreteScheduler
+
+    euler = MaskedRiffusionPipeline(**{**pipe.components, "scheduler": EulerDiscreteScheduler.from_config(
+        pipe.scheduler.config)})
+    euler.set_progress_bar_config(disable=True)
+    with UNetInputs(euler.unet) as seen:
+        run(euler, image, Image.new("L", image.size, 255))
+    generator = torch.Generator().manual_seed(SEED)
+    pixels = euler.image_processor.preprocess(image)
+    z0 = euler.vae.encode(pixels).latent_dist.sample(generator) * euler.vae.config.scaling_factor
+    eps = torch.randn(z0.shape, generator=generator)
+    sigmas = euler.scheduler.sigmas[STEPS - int(STEPS * 0.8):]
+    assert len(seen) == 8
+    for x, sigma in zip(seen, sigmas, strict=False):
+        expected = (z0 + sigma * eps) / (sigma**2 + 1) ** 0.5  # O_i at this step's sigma, as the UNet sees it
+        torch.testing.assert_close(x.chunk(2)[1], expected, rtol=0, atol=1e-5)
+
+
 def test_intermediate_masks_follow_the_threshold_schedule(pipe, image):
     levels = [0, 20, 64, 102, 128, 191, 230, 255]  # one grey level per latent column (8 px wide each)
     mask = Image.fromarray(np.repeat(np.array(levels, dtype=np.uint8)[None], 8, axis=1).repeat(64, axis=0))
