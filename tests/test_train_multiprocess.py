@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import test_train_support as support
 import torch
-from test_train_resume import one_thread
 from test_train_support import launch, overrides, run_train, unet_weights
 
 prepared_dir = support.prepared_dir  # the shared session fixture
+one_torch_thread = support.one_torch_thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _free_port() -> int:
@@ -33,8 +35,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, ti
                     "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
                     env={"ACCELERATE_USE_CPU": "1"}).output
     assert output.count("2 process(es) x batch 1 x 2 accumulation = 4 clips per step") == 2
-    with one_thread():
-        one = run_train(**overrides(prepared_dir, tiny_model_dir, tmp_path / "one", train_batch_size=2, **settings))
+    one = run_train(**overrides(prepared_dir, tiny_model_dir, tmp_path / "one", train_batch_size=2, **settings))
     got, want = unet_weights(tmp_path / "two"), unet_weights(one)
     base = support.load_file(str(tiny_model_dir / "unet" / "diffusion_pytorch_model.safetensors"))
     assert any(not torch.equal(want[k], base[k]) for k in want)

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import time
 
+import pytest
 import test_train_support as support
 import torch
 from safetensors.torch import load_file
 from test_train_support import launch, overrides, run_train
 
 prepared_dir = support.prepared_dir  # the shared session fixture
-
-
-@contextlib.contextmanager
-def one_thread():
-    """The killed run is a one-thread subprocess; float sums depend on the thread count, so match it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+one_torch_thread = support.one_torch_thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, prepared_dir):
@@ -46,9 +37,8 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, tiny_model_di
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / "pytorch_lora_weights.safetensors").exists()  # it really died mid-run
 
-    with one_thread():
-        resumed = run_train(**{**killed, "resume": "latest"})
-        reference = run_train(**overrides(prepared_dir, tiny_model_dir, tmp_path / "reference", **settings))
+    resumed = run_train(**{**killed, "resume": "latest"})  # one thread, as the killed subprocess
+    reference = run_train(**overrides(prepared_dir, tiny_model_dir, tmp_path / "reference", **settings))
     got = load_file(str(resumed / "pytorch_lora_weights.safetensors"))
     want = load_file(str(reference / "pytorch_lora_weights.safetensors"))
     assert got.keys() == want.keys()

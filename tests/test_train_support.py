@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,6 +14,24 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 RES = 64  # spectrograms 64 px tall (num_frequencies=64) and 64 frames wide
+
+
+@contextlib.contextmanager
+def one_thread():
+    """One torch thread: the CPUs are shared, and more threads mostly spin; the subprocesses use one too,
+    and float sums depend on the thread count, so in-process runs must match them for exact comparisons."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
