@@ -98,7 +98,8 @@ def save_checkpoint(accelerator, root: Path, step: int, extra: dict, keep: int |
     final = root / f"checkpoint-{step}"
     tmp = root / f".tmp-checkpoint-{step}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
+        for stale in root.glob(".tmp-checkpoint-*"):  # left by a crash during an earlier save
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
