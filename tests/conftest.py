@@ -24,3 +24,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
     from infer.tiny import save_tiny_pipeline
 
     return save_tiny_pipeline(tmp_path_factory.mktemp("tiny_model") / "pipe", seed=0)
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One torch thread for a module of tiny-model tests, restored after.
+
+    Tiny models gain nothing from a second thread, and on a shared 2-core machine OpenMP threads
+    that wait for each other make such tests ten times slower whenever other processes run.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
