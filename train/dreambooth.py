@@ -194,7 +194,7 @@ def _train(cfg: TrainConfig) -> Path:
         logs.update({f"lr/{name}": lr for name, lr in zip(trained, lr_scheduler.get_last_lr(), strict=True)})
         lr_scheduler.step()
         done = step + 1
-        if cfg.checkpointing_steps and done % cfg.checkpointing_steps == 0 and done < cfg.max_train_steps:
+        if cfg.checkpointing_steps and done % cfg.checkpointing_steps == 0:
             checkpoint.save_checkpoint(accelerator, out / "checkpoints", done,
                                        {"dataset_fingerprint": fingerprint}, cfg.checkpoints_total_limit)
         if validator is not None and (done % cfg.validation_steps == 0 or done == cfg.max_train_steps):
@@ -248,7 +248,7 @@ def save_pipeline(cfg: TrainConfig, out: Path, unet, text_encoder, prediction_ty
 
     extra = {"text_encoder": text_encoder} if text_encoder is not None else {}
     pipe = StableDiffusionPipeline.from_pretrained(
-        cfg.pretrained_model_name_or_path, revision=cfg.revision, unet=unet, torch_dtype=torch.float32, **extra
+        cfg.pretrained_model_name_or_path, revision=cfg.revision, unet=unet, **extra
     )
     pipe.scheduler.register_to_config(prediction_type=prediction_type)
     pipe.save_pretrained(out, safe_serialization=True)
