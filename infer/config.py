@@ -48,6 +48,7 @@ class GenerateConfig:
     max_seconds: float | None = option(60.0, help="cap on the seconds processed per input (null: no cap)")
     window: int = option(512, help="window width in px (10 ms each); the model's training size")
     overlap: int = option(128, help="px shared by neighbouring windows of long inputs")
+    windows_per_batch: int | None = option(8, help="windows per UNet call for long inputs (bounds memory)")
     num_frequencies: int = option(512, help="mel bands = image height (the model's training size)")
     spectrogram_mode: Literal["paper", "riffusion"] = option("paper", help="max volume per clip: ceil or not")
     griffin_lim_iters: int | None = option(None, help="Griffin-Lim iterations of the decode (null: codec default)")
@@ -75,6 +76,10 @@ class GenerateConfig:
             raise ConfigError(f"dtype: one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.duration is not None and self.duration <= 0:
             raise ConfigError(f"duration: must be positive, got {self.duration}")
+        if self.start < 0 or (self.max_seconds is not None and self.max_seconds <= 0):
+            raise ConfigError(f"start must be >= 0 and max_seconds > 0, got {self.start} and {self.max_seconds}")
+        if self.windows_per_batch is not None and self.windows_per_batch < 1:
+            raise ConfigError(f"windows_per_batch: at least 1, got {self.windows_per_batch}")
         MaskParams(self.invert, self.brightness, self.contrast, self.downshift).validate()
 
     @property

@@ -224,6 +224,7 @@ def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generat
         generator=[torch.Generator().manual_seed(s) for _, s in items],
         window_width=cfg.window if wide else None,
         window_overlap=cfg.overlap,
+        windows_per_batch=cfg.windows_per_batch,
         output_type="pil",
     ).images
     model_seconds = (time.perf_counter() - started) / len(items)

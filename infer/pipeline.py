@@ -179,13 +179,30 @@ class MaskedRiffusionPipeline(
         self,
         latents: torch.Tensor,
         t: torch.Tensor,
-        embeds: torch.Tensor,
-        windows: list[slice],
+        embeds: dict[int, torch.Tensor],
+        groups: list[list[slice]],
         weights: list[torch.Tensor],
     ) -> torch.Tensor:
-        """Guided noise prediction for the whole latent: every window of every item in one UNet batch."""
+        """Guided noise prediction for the whole latent, one UNet batch per group of windows.
+
+        ``embeds[k]`` holds the text embeddings laid out for a group of ``k`` windows.
+        """
+        if len(groups) == 1 and len(groups[0]) == 1:
+            return self._predict(latents, t, embeds[1])  # one window: plain img2img's single call
         batch = latents.shape[0]
-        tiles = latents if len(windows) == 1 else torch.cat([latents[..., w] for w in windows])
+        total = torch.zeros_like(latents)
+        norm = torch.zeros(1, 1, 1, latents.shape[-1], device=latents.device, dtype=latents.dtype)
+        weight_of = iter(weights)
+        for group in groups:
+            noise = self._predict(torch.cat([latents[..., w] for w in group]), t, embeds[len(group)])
+            for j, w in enumerate(group):
+                weight = next(weight_of).to(latents.device, latents.dtype)
+                total[..., w] += noise[j * batch : (j + 1) * batch] * weight
+                norm[..., w] += weight
+        return total / norm
+
+    def _predict(self, tiles: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """One UNet call on ``tiles`` (with their unconditional copies under guidance), guided."""
         model_input = torch.cat([tiles] * 2) if self.do_classifier_free_guidance else tiles
         model_input = self.scheduler.scale_model_input(model_input, t)
         noise = self.unet(
@@ -198,15 +215,7 @@ class MaskedRiffusionPipeline(
         if self.do_classifier_free_guidance:
             uncond, cond = noise.chunk(2)
             noise = uncond + self.guidance_scale * (cond - uncond)
-        if len(windows) == 1:
-            return noise
-        total = torch.zeros_like(latents)
-        norm = torch.zeros(1, 1, 1, latents.shape[-1], device=latents.device, dtype=latents.dtype)
-        for j, (w, weight) in enumerate(zip(windows, weights, strict=True)):
-            weight = weight.to(latents.device, latents.dtype)
-            total[..., w] += noise[j * batch : (j + 1) * batch] * weight
-            norm[..., w] += weight
-        return total / norm
+        return noise
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
@@ -225,6 +234,7 @@ class MaskedRiffusionPipeline(
         negative_prompt_embeds: torch.Tensor | None = None,
         window_width: int | None = None,
         window_overlap: int = 128,
+        windows_per_batch: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         cross_attention_kwargs: dict[str, Any] | None = None,
@@ -247,6 +257,8 @@ class MaskedRiffusionPipeline(
                 steps the whole latent at once (MultiDiffusion, Bar-Tal et al. 2023). The latent is
                 a single state, so there are no seams to hide afterwards, and the model still sees
                 the 512-px context it was trained on. ``None``: the whole image in one pass.
+            windows_per_batch: at most this many windows per UNet call (bounds memory for long
+                sounds: each call holds windows x batch items x 2 for guidance); ``None``: all.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
             callback_on_step_end: called after each step as in diffusers, with the tensors named in
                 ``callback_on_step_end_tensor_inputs``; a ``"latents"`` it returns replaces the latent.
@@ -309,7 +321,9 @@ class MaskedRiffusionPipeline(
         window, overlap = self._latent_window(window_width, window_overlap, width)
         windows = window_slices(latent_size[1], window, overlap)
         weights = window_weights(windows, latent_size[1], overlap)
-        embeds = self._window_embeds(prompt_embeds, negative_prompt_embeds, len(windows))
+        per_call = windows_per_batch or len(windows)
+        groups = [windows[k : k + per_call] for k in range(0, len(windows), per_call)]
+        embeds = {len(g): self._window_embeds(prompt_embeds, negative_prompt_embeds, len(g)) for g in groups}
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 
         self._num_timesteps = n
@@ -323,7 +337,7 @@ class MaskedRiffusionPipeline(
                     keep = mask > thresholds[i]
                     noised = self.scheduler.add_noise(original, noise, t.repeat(batch_size))
                     latents = torch.where(keep, noised, latents)
-                noise_pred = self._guided_noise(latents, t, embeds, windows, weights)
+                noise_pred = self._guided_noise(latents, t, embeds, groups, weights)
                 latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     tensors = {

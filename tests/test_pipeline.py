@@ -180,6 +180,11 @@ def test_windowed_generation_of_a_wide_image(pipe):
         out = run(pipe, wide, mask, window_width=128, window_overlap=32, output_type="np", num_inference_steps=4)
     assert out.shape == (1, 64, 224, 3) and np.isfinite(out).all()
     assert seen[0].shape == (2 * 2, 4, 8, 16)  # 2 windows of 16 latent px, CFG halves, one UNet batch
+    with UNetInputs(pipe.unet) as seen:
+        one_by_one = run(pipe, wide, mask, window_width=128, window_overlap=32, output_type="np",
+                         num_inference_steps=4, windows_per_batch=1)
+    assert len(seen) == 4 * 2 and seen[0].shape == (2, 4, 8, 16)  # 4 steps (PNDM: 3 + 1) x 2 calls
+    np.testing.assert_allclose(one_by_one, out, atol=1e-4)
     # One window as wide as the image is the plain (paper) path.
     narrow = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
     torch.testing.assert_close(run(pipe, narrow, mask.crop((0, 0, 64, 64)), window_width=64),
