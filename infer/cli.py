@@ -18,7 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Generate music from everyday sounds (files, folders or globs) with a Riffusion checkpoint. "
         "Defaults are the paper's; presets: --config paper | fast.",
     )
-    gen.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders or glob patterns")
+    gen.add_argument("inputs", nargs="*", metavar="INPUT", help="audio files, folders or glob patterns")
+    gen.add_argument(
+        "--like",
+        metavar="SIDECAR",
+        help="start from the settings of an earlier result (its NAME.json) instead of --config; "
+        "without INPUT, its input again: the same result, made again",
+    )
     add_config_arguments(gen, GenerateConfig, skip=("prompt", "lora", "lora_scale"))
     # Repeatable flags for the list options; argparse.SUPPRESS leaves them out unless given.
     repeat = {"action": "append", "default": argparse.SUPPRESS}
@@ -52,15 +58,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def generate_command(args: argparse.Namespace) -> int:
+    import tempfile
+
     from infer.generate import GenerateConfig, expand_inputs, generate_files, load_pipeline
     from riffmask.config import save_config
+    from riffmask.errors import RiffmaskError
 
-    cfg = config_from_args(GenerateConfig, args, args.overrides)
-    inputs = expand_inputs(args.inputs)
+    patterns = list(args.inputs)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.like:
+            if args.config:
+                raise RiffmaskError("give --like or --config, not both")
+            # The sidecar's settings become the config file layer; flags and key=value still override.
+            settings, source = _sidecar_settings(args.like)
+            args.config = f"{tmp}/like.yaml"
+            save_config(settings, args.config)
+            patterns = patterns or [source]
+        cfg = config_from_args(GenerateConfig, args, args.overrides)
+    if not patterns:
+        raise RiffmaskError("give at least one INPUT (or --like SIDECAR)")
+    inputs = expand_inputs(patterns)
     if not inputs:
-        from riffmask.errors import RiffmaskError
-
-        raise RiffmaskError(f"no input files found in {' '.join(args.inputs)}")
+        raise RiffmaskError(f"no input files found in {' '.join(patterns)}")
     pipe = load_pipeline(cfg)
     summary = generate_files(pipe, inputs, cfg)
     save_config(cfg, f"{cfg.out}/config.yaml")
@@ -74,6 +93,23 @@ def generate_command(args: argparse.Namespace) -> int:
     for failure in summary.failed:
         print(f"  failed: {failure['input']}: {failure['error']}")
     return 1 if summary.failed else 0
+
+
+def _sidecar_settings(path: str):
+    """(GenerateConfig, input path) recorded in a result's sidecar."""
+    import json
+
+    from infer.config import GenerateConfig
+    from riffmask.config import build_config
+    from riffmask.errors import RiffmaskError
+
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        raise RiffmaskError(f"{path}: cannot read the sidecar ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), t) for k, t in (("config", dict), ("input", str))):
+        raise RiffmaskError(f"{path}: not the sidecar of a riffmask generate result (NAME.json)")
+    return build_config(GenerateConfig, (path, data["config"])), data["input"]
 
 
 def mask_command(args: argparse.Namespace) -> int:

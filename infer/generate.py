@@ -262,7 +262,7 @@ class RunSummary:
 def expand_inputs(patterns: list[str]) -> list[Path]:
     """Files, folders (their audio files, recursively) and globs, in order, without repeats."""
     found: list[Path] = []
-    for pattern in patterns:
+    for pattern in filter(None, patterns):
         path = Path(pattern).expanduser()
         if path.is_dir():
             found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
@@ -331,7 +331,7 @@ def _sidecar(gen: Generation, cfg: GenerateConfig, source: Path, files: dict, se
         "image_size": list(gen.output_image.size),
         "versions": {"diffusers": diffusers.__version__, "torch": torch.__version__},
         "files": {k: v for k, v in files.items() if k != "sidecar"},
-        # Everything riffmask generate needs to make this item again: `--config` of this mapping.
+        # Everything riffmask generate needs to make this item again (`riffmask generate --like NAME.json`).
         "config": config_dict(item_cfg),
     }
 

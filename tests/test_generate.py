@@ -79,16 +79,18 @@ def test_existing_outputs_are_kept_unless_overwrite(tiny_model_dir, sounds, tmp_
     assert json.loads((out / "short_v2.json").read_text())["prompt"] == "b"
 
 
-def test_sidecar_config_regenerates_the_result_exactly(pipe, tiny_model_dir, sounds, tmp_path):
+def test_sidecar_regenerates_the_result_exactly(pipe, tiny_model_dir, sounds, tmp_path):
     cfg = small_config(tiny_model_dir, out=str(tmp_path / "a"), seed=3, start=0.2, duration=0.5, num_variations=2)
     assert generate_files(pipe, [sounds / "long.wav"], cfg).done == ["long_v0", "long_v1"]
     sidecar = json.loads((tmp_path / "a" / "long_v1.json").read_text())
     assert sidecar["seed"] == 4 and sidecar["input_seconds"] == 0.5
-    again = build_config(GenerateConfig, ("sidecar", {**sidecar["config"], "out": str(tmp_path / "b")}))
-    generate_files(pipe, [sounds / "long.wav"], again)
+    assert main(["generate", "--like", str(tmp_path / "a" / "long_v1.json"), "--out", str(tmp_path / "b")]) == 0
     first = np.asarray(Image.open(tmp_path / "a" / "long_v1_output.png"))
     second = np.asarray(Image.open(tmp_path / "b" / "long_output.png"))
     np.testing.assert_allclose(first.astype(int), second.astype(int), atol=1)  # batch of 2 vs 1: float rounding
+    assert json.loads((tmp_path / "b" / "long.json").read_text())["config"] == {**sidecar["config"],
+                                                                               "out": str(tmp_path / "b")}
+    assert main(["generate", "--like", str(tmp_path / "a" / "summary.json")]) == 2  # not a sidecar
 
 
 def test_any_length_is_padded_windowed_and_trimmed(pipe, tiny_model_dir):
