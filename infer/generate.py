@@ -336,7 +336,8 @@ def _sidecar(gen: Generation, cfg: GenerateConfig, source: Path, files: dict, se
     }
 
 
-def _write_item(gen: Generation, out_dir: Path, files: dict[str, str], sidecar: dict) -> None:
+def write_item(gen: Generation, out_dir: Path, files: dict[str, str], sidecar: dict) -> None:
+    """Write one result's files (names from :func:`item_files`) and its sidecar, each atomically."""
     save_image(gen.input_image, out_dir / files["input_image"])
     save_image(gen.mask_image, out_dir / files["mask_image"])
     save_image(gen.output_image, out_dir / files["output_image"])
@@ -360,7 +361,7 @@ def generate_files(pipe, inputs: list[Path], cfg: GenerateConfig) -> RunSummary:
                 continue
         started = time.perf_counter()
         try:
-            audio = _read_part(source, cfg)
+            audio = read_part(source, cfg)
             generations = generate_sound(pipe, audio, cfg)
         except (RiffmaskError, OSError, ValueError, RuntimeError) as exc:
             log.error("%s", exc)
@@ -371,14 +372,15 @@ def generate_files(pipe, inputs: list[Path], cfg: GenerateConfig) -> RunSummary:
             if name in existing and not cfg.overwrite:
                 continue
             files = item_files(name)
-            _write_item(gen, out_dir, files, _sidecar(gen, cfg, source, files, seconds, pipe))
+            write_item(gen, out_dir, files, _sidecar(gen, cfg, source, files, seconds, pipe))
             summary.done.append(name)
         log.info("%s -> %s", source, ", ".join(all_names))
     write_json_atomic(out_dir / "summary.json", dataclasses.asdict(summary) | {"config": config_dict(cfg)})
     return summary
 
 
-def _read_part(source: Path, cfg: GenerateConfig) -> np.ndarray:
+def read_part(source: Path, cfg: GenerateConfig) -> np.ndarray:
+    """The part of ``source`` that ``cfg`` selects (``start``, ``duration``, capped at ``max_seconds``)."""
     duration = cfg.duration
     if cfg.max_seconds is not None:
         duration = min(duration or math.inf, cfg.max_seconds)

@@ -90,15 +90,15 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    # _read_part and _write_item: the exact reading and file layout of `riffmask generate`.
+    # The exact reading and file layout of `riffmask generate`.
     from infer.generate import (
-        _read_part,
-        _write_item,
         expand_inputs,
         generate_sound,
         item_files,
         load_pipeline,
         output_names,
+        read_part,
+        write_item,
     )
     from metrics.similarity import chroma_cosine, image_chroma, ssim
 
@@ -120,7 +120,7 @@ def run_sweep(
         for source, group in itertools.groupby(todo, key=lambda t: t[0]):
             name = names[source]
             try:
-                audio = _read_part(source, cfg)
+                audio = read_part(source, cfg)
             except RiffmaskError as exc:
                 group = list(group)
                 failed += [_failure(name, p, c, exc) for _, p, c in group]
@@ -160,7 +160,7 @@ def run_sweep(
                     }
                     files = item_files(name)
                     sidecar["files"] = {k: v for k, v in files.items() if k != "sidecar"}
-                    _write_item(gen, out_dir / "items" / row["combination"], files, sidecar)
+                    write_item(gen, out_dir / "items" / row["combination"], files, sidecar)
                 rows.append(row)
                 write_csv(table, rows + failed)  # after every item: an interruption loses at most one
                 bar.update()
@@ -246,7 +246,7 @@ def write_sweep_report(out_dir: str | os.PathLike, summary: dict, max_items: int
 
 # --------------------------------------------------------------------------- command line
 def register_sweep(subparsers: argparse._SubParsersAction) -> None:
-    from infer.generate import GenerateConfig
+    from infer.config import GenerateConfig
     from riffmask.config import add_config_arguments
 
     sweep = subparsers.add_parser(
@@ -275,7 +275,7 @@ def register_sweep(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from infer.generate import GenerateConfig
+    from infer.config import GenerateConfig
     from riffmask.config import config_from_args
 
     cfg = config_from_args(GenerateConfig, args, args.overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,6 +42,7 @@ def test_layers_resolve_in_order(tmp_path):
     cfg = load_config(Demo, path, ["strength=1", "seed=3"])
     assert (cfg.steps, cfg.strength, cfg.prompts, cfg.seed) == (10, 1.0, ["x", "y"], 3)
     assert isinstance(cfg.strength, float)
+    assert load_config(Demo, None, ["strength=1e-3"]).strength == 0.001
 
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, Demo)
@@ -86,6 +88,14 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]
+    old_umask = os.umask(0o022)
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_text("new")
+    finally:
+        os.umask(old_umask)
+    assert target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o644  # the permissions of any new file, not mkstemp's 0600
 
 
 def test_names_from_data_cannot_escape(tmp_path):

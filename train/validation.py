@@ -25,7 +25,7 @@ class Validator:
 
     def __init__(self, cfg, models, held_out: data.ClipCache | None, folder: Path, default_prompt: str):
         from data_prep.synth import write_builtin_sound
-        from infer.generate import GenerateConfig
+        from infer.config import GenerateConfig
 
         self.cfg, self.models, self.held_out, self.folder = cfg, models, held_out, folder
         self.generate_cfg = build_config(GenerateConfig, ("validation", {

@@ -1,0 +1,36 @@
+"""The one ``riffmask`` command: every stage registered, every subcommand documented, errors one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from riffmask.cli import build_parser, main
+
+COMMANDS = ["spectrogram", "audio", "prep", "generate", "mask", "tiny-model", "train", "publish", "eval", "sweep"]
+
+
+def test_every_stage_is_reachable():
+    choices = build_parser()._subparsers._group_actions[0].choices
+    assert sorted(choices) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: riffmask " + command in capsys.readouterr().out
+
+
+def test_console_script_reports_user_errors_in_one_line(tmp_path):
+    missing = tmp_path / "missing.wav"
+    result = subprocess.run(
+        [sys.executable, "-m", "riffmask.cli", "spectrogram", str(missing), str(tmp_path / "x.png")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"riffmask spectrogram: error: {missing}: no such file"]
+    assert not (tmp_path / "x.png").exists()
