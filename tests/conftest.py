@@ -26,9 +26,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
     return save_tiny_pipeline(tmp_path_factory.mktemp("tiny_model") / "pipe", seed=0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def single_torch_thread():
-    """One torch thread for a module of tiny-model tests, restored after.
+    """One torch thread for the whole suite, restored after.
 
     Tiny models gain nothing from a second thread, and on a shared 2-core machine OpenMP threads
     that wait for each other make such tests ten times slower whenever other processes run.

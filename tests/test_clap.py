@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_metrics import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 
 from data_prep.audio import write_wav
 from metrics.clap import ClapEmbedder, clap_score, fad_windows

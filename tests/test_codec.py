@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import SR, tone
 from PIL import Image
 
 from data_prep import codec
 from data_prep.params import PAPER_CLIP_SAMPLES, ExifTags, SpectrogramParams
-from tests.conftest import SR, tone
 
 P = SpectrogramParams()
 

@@ -17,7 +17,6 @@ from riffmask.cli import main
 from riffmask.config import ConfigError, build_config, load_config
 from riffmask.errors import RiffmaskError
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
 SMALL = {"num_frequencies": 64, "window": 64, "overlap": 16, "steps": 4, "griffin_lim_iters": 2}
 SMALL_FLAGS = [f"{k}={v}" for k, v in SMALL.items()]
 

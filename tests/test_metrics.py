@@ -7,7 +7,6 @@ import json
 import librosa
 import numpy as np
 import pytest
-import torch
 from conftest import SR, tone
 from skimage.metrics import structural_similarity
 
@@ -19,15 +18,6 @@ from metrics.pairs import evaluate_pairs, find_pairs, generation_pairs
 from riffmask import cli
 
 SMALL = SpectrogramParams(num_frequencies=64)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine run several times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from PIL import Image
 from infer.pipeline import MaskedRiffusionPipeline, mask_to_latent, window_slices, window_weights
 from infer.tiny import build_tiny_tokenizer, save_tiny_pipeline
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
 SEED = 1040
 STEPS = 10  # strength 0.8: 8 steps run (PNDM adds one: n = 9)
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from conftest import tone
 from PIL import Image
-from test_metrics import one_torch_thread  # noqa: F401  (autouse: decoding runs on one thread)
 
 from data_prep.audio import write_wav
 from data_prep.codec import audio_to_image, save_image

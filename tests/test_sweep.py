@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from conftest import tone
 from PIL import Image
-from test_metrics import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 
 from data_prep.audio import write_wav
 from metrics import stats, sweep

@@ -17,8 +17,6 @@ from train.config import TrainConfig
 
 TOKEN = "hf_testtoken_never_written_0123456789"
 prepared_dir = support.prepared_dir  # the shared session fixture
-one_torch_thread = support.one_torch_thread
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class FakeHub(BaseHTTPRequestHandler):

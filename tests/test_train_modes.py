@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import test_train_support as support
 import torch
 from test_train_support import RES, overrides, run_train, unet_weights
@@ -14,8 +13,6 @@ from train import data
 from train.dreambooth import diffusion_losses
 
 prepared_dir = support.prepared_dir  # the shared session fixture
-one_torch_thread = support.one_torch_thread
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fixed_loss(unet, model_dir, dataset) -> float:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import socket
 
-import pytest
 import test_train_support as support
 import torch
 from test_train_support import launch, overrides, run_train, unet_weights
 
 prepared_dir = support.prepared_dir  # the shared session fixture
-one_torch_thread = support.one_torch_thread
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _free_port() -> int:

@@ -7,15 +7,12 @@ import os
 import signal
 import time
 
-import pytest
 import test_train_support as support
 import torch
 from safetensors.torch import load_file
 from test_train_support import launch, overrides, run_train
 
 prepared_dir = support.prepared_dir  # the shared session fixture
-one_torch_thread = support.one_torch_thread
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, prepared_dir):

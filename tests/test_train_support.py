@@ -28,12 +28,6 @@ def one_thread():
         torch.set_num_threads(before)
 
 
-@pytest.fixture
-def one_torch_thread():
-    with one_thread():
-        yield
-
-
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory) -> Path:
     """A real `riffmask prep` output of the built-in synthetic genres, 64x64 clips, both splits filled."""
