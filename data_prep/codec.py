@@ -278,8 +278,7 @@ def griffin_lim(
     keep = momentum / (1 + momentum)
     for _ in range(n_iter):
         rebuilt = stft_frames(istft_frames(mag * angles, params, length), params, used)
-        angles = rebuilt - previous * keep
-        angles = angles / (angles.abs() + 1e-16)
+        angles = torch.sgn(torch.add(rebuilt, previous, alpha=-keep))  # z / |z|, one pass
         previous = rebuilt
     return istft_frames(mag * angles, params, length)
 
