@@ -63,6 +63,7 @@ def main() -> None:
         variants = {
             "reference": lambda m=mel: reference_inverse(m),
             "ours": lambda im=image: codec.image_to_audio(im),
+            "ours_6": lambda im=image: codec.image_to_audio(im, n_iter=6),
             "ours_32": lambda im=image: codec.image_to_audio(im, n_iter=32),
             "ours_known_phase": lambda im=image, a=audio: codec.image_to_audio(im, init_audio=a),
         }
@@ -89,6 +90,8 @@ def main() -> None:
         "decode_speedup_vs_ref": mean("decode_reference_s") / mean("decode_ours_s"),
         "convergence_ours": mean("convergence_ours"),
         "convergence_ours_32": mean("convergence_ours_32"),
+        "decode_6_iterations_s_per_clip": mean("decode_ours_6_s"),
+        "convergence_ours_6": mean("convergence_ours_6"),
         "convergence_ours_known_phase": mean("convergence_ours_known_phase"),
         "convergence_ref": mean("convergence_reference"),
         "default_iterations": codec.DEFAULT_ITERATIONS,
