@@ -350,15 +350,15 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.copy() if im.mode in ("RGB", "L") else _with_exif(im.convert("RGB"), im)
+            return im.copy() if im.mode in ("RGB", "L") else with_exif(im.convert("RGB"), im)
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc})") from None
 
 
-def _with_exif(converted: Image.Image, original: Image.Image) -> Image.Image:
-    exif = converted.getexif()
-    exif.update(original.getexif())
-    return converted
+def with_exif(image: Image.Image, source: Image.Image) -> Image.Image:
+    """``image`` carrying ``source``'s spectrogram EXIF (format and max volume), so it decodes the same."""
+    image.getexif().update(source.getexif())
+    return image
 
 
 class ImageError(RiffmaskError):

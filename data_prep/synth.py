@@ -15,6 +15,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
+from data_prep.audio import peak_normalize
+
 SR = 44100
 #: MIDI roots of the keys the files cycle through (C, E, G, A, D).
 _ROOTS = (48, 52, 55, 57, 50)
@@ -58,8 +60,7 @@ def _add(out: np.ndarray, start: int, sound: np.ndarray) -> None:
 
 
 def _finish(audio: np.ndarray, peak: float = 0.8) -> np.ndarray:
-    top = np.max(np.abs(audio))
-    return (audio * (peak / top) if top > 0 else audio).astype(np.float32)
+    return peak_normalize(audio.astype(np.float32), peak)
 
 
 def synthpop(seconds: float, root: int, bpm: float, rng: np.random.Generator) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from data_prep.audio import AUDIO_EXTENSIONS, load_audio, peak_normalize, write_wav
-from data_prep.codec import audio_to_image, mel_from_image, mel_to_audio, save_image
+from data_prep.codec import audio_to_image, mel_from_image, mel_to_audio, save_image, with_exif
 from data_prep.params import SpectrogramParams
 from infer.config import GenerateConfig
 from infer.mask import make_mask
@@ -228,18 +228,12 @@ def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generat
         output_type="pil",
     ).images
     model_seconds = (time.perf_counter() - started) / len(items)
-    outputs = [_with_exif(im.convert("RGB"), image) for im in result]
+    outputs = [with_exif(im.convert("RGB"), image) for im in result]
     music = decode_images(outputs, padded if cfg.phase_init == "input" else None, cfg.griffin_lim_iters)
     return [
         Generation(p, s, image, mask, out, audio, peak_normalize(_fit(m, len(audio))), model_seconds)
         for (p, s), out, m in zip(items, outputs, music, strict=True)
     ]
-
-
-def _with_exif(image: Image.Image, source: Image.Image) -> Image.Image:
-    """``image`` carrying ``source``'s spectrogram EXIF (format and max volume), so it decodes the same."""
-    image.getexif().update(source.getexif())
-    return image
 
 
 def decode_images(images: list[Image.Image], init_audio: np.ndarray | None, n_iter: int | None) -> list[np.ndarray]:
