@@ -54,25 +54,29 @@ def tiny_512_models(seed: int = 0) -> dict:
     return {**parts, "vae": vae.eval(), "noise_scheduler": DDPMScheduler.from_config(RIFFUSION_SCHEDULER_CONFIG)}
 
 
-def full_size_models(with_vae: bool = True) -> dict:
-    """SD 1.x architecture with random weights: UNet 860 M, CLIP ViT-L/14 text encoder 123 M, VAE 84 M."""
+def full_size_models(with_vae: bool = True, device: str = "cpu") -> dict:
+    """SD 1.x architecture with random weights: UNet 860 M, CLIP ViT-L/14 text encoder 123 M, VAE 84 M.
+
+    Built directly on ``device``: initialising 1 G parameters on a GPU takes a moment, on its host CPU minutes.
+    """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from infer.tiny import RIFFUSION_SCHEDULER_CONFIG, build_tiny_tokenizer
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=RES // 8, cross_attention_dim=768)  # diffusers' defaults are SD 1.x
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-        max_position_embeddings=77, projection_dim=768,
-    ))
-    vae = None
-    if with_vae:
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=RES,
-        ).eval()
+    with torch.device(device):
+        unet = UNet2DConditionModel(sample_size=RES // 8, cross_attention_dim=768)  # diffusers' defaults: SD 1.x
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+            max_position_embeddings=77, projection_dim=768,
+        ))
+        vae = None
+        if with_vae:
+            vae = AutoencoderKL(
+                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=RES,
+            ).eval()
     return {"unet": unet.eval(), "text_encoder": text_encoder.eval(), "vae": vae,
             "tokenizer": build_tiny_tokenizer(),
             "noise_scheduler": DDPMScheduler.from_config(RIFFUSION_SCHEDULER_CONFIG)}
@@ -98,7 +102,7 @@ class Recipe:
 
     def __init__(self, models: dict, mode: str, optimizer: str, mixed_precision: str, images: list[torch.Tensor],
                  rank: int = 4, gradient_checkpointing: bool = False, train_text_encoder: bool = False,
-                 batch_size: int = 1):
+                 batch_size: int = 1, device: str = "cpu"):
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState, GradientState
 
@@ -107,8 +111,8 @@ class Recipe:
 
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-        self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=True)
-        self.m, self.images, self.batch_size = models, images, batch_size
+        self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device == "cpu")
+        self.m, self.images, self.batch_size, self.device = models, images, batch_size, device
         unet, te, vae = models["unet"], models["text_encoder"], models["vae"]
         if mode == "lora":
             cfg = argparse.Namespace(rank=rank, alpha=float(rank), lora_dropout=0.0, train_text_encoder=False,
@@ -122,14 +126,14 @@ class Recipe:
         dtype = weight_dtype(mixed_precision)
         self.trained = [unet] + ([te] if train_text_encoder else [])
         for model in (unet, te):
-            place(model, "cpu", dtype, trainable_names(model))
+            place(model, device, dtype, trainable_names(model))
             model.train(model in self.trained)
         if gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         captions = ["a sks ambient song"] * len(images)
         if vae is not None:
             posterior = data.encode_posteriors(vae, images)
-            vae.to(dtype)
+            vae.to(device, dtype)  # as the trainer keeps it, for validation
         else:  # memory plan without a VAE in memory: random posteriors stand in for the cached ones
             posterior = torch.randn(len(images), 8, RES // 8, RES // 8)
         ids = data.tokenize(models["tokenizer"], captions[:1])
@@ -159,7 +163,7 @@ class Recipe:
         with self.accelerator.autocast():
             te = self.m["text_encoder"]
             loss = diffusion_losses([(self.cache, batch)], self.m["unet"], te, self.m["noise_scheduler"],
-                                    "epsilon", None, "cpu")[0].mean()
+                                    "epsilon", None, self.device)[0].mean()
         self._update(loss)
         return loss.item()
 
@@ -170,13 +174,13 @@ class Recipe:
         m = self.m
         index = [(self.step_index * self.batch_size + k) % len(self.images) for k in range(self.batch_size)]
         self.step_index += 1
-        pixels = torch.stack([self.images[i] for i in index]).to(m["vae"].dtype)
+        pixels = torch.stack([self.images[i] for i in index]).to(self.device, m["vae"].dtype)
         with self.accelerator.autocast():
             latents = m["vae"].encode(pixels).latent_dist.sample() * m["vae"].config.scaling_factor
             noise = torch.randn_like(latents)
-            timesteps = torch.randint(0, 1000, (len(index),))
+            timesteps = torch.randint(0, 1000, (len(index),), device=self.device)
             noisy = m["noise_scheduler"].add_noise(latents, noise, timesteps)
-            states = m["text_encoder"](self.cache.input_ids.repeat(len(index), 1))[0]
+            states = m["text_encoder"](self.cache.input_ids.repeat(len(index), 1).to(self.device))[0]
             pred = m["unet"](noisy, timesteps, states).sample
             loss = F.mse_loss(pred.float(), noise.float())
         self._update(loss)
@@ -241,10 +245,11 @@ def child(argv: list[str]) -> dict:
 
 # --------------------------------------------------------------------------- full-size memory plan
 PLAN = {
-    # recipe: Recipe kwargs, as configs/<recipe>.yaml sets them (fp16 -> bf16 on CPU)
-    "t4_full_8bit": dict(mode="full", optimizer="adamw8bit", mixed_precision="bf16", gradient_checkpointing=True,
-                         batch_size=1),
-    "t4_lora": dict(mode="lora", optimizer="adamw8bit", mixed_precision="bf16", gradient_checkpointing=True,
+    # recipe: Recipe kwargs, as configs/<recipe>.yaml sets them (fp16 runs as bf16 on CPU). t4_full_8bit trains
+    # the text encoder first, then the UNet, with both in one optimizer: one step training both bounds either phase.
+    "t4_full_8bit": dict(mode="full", optimizer="adamw8bit", mixed_precision="fp16", gradient_checkpointing=True,
+                         batch_size=1, train_text_encoder=True),
+    "t4_lora": dict(mode="lora", optimizer="adamw8bit", mixed_precision="fp16", gradient_checkpointing=True,
                     batch_size=2, rank=16),
     "a100_full": dict(mode="full", optimizer="adamw", mixed_precision="bf16", gradient_checkpointing=False,
                       batch_size=4, train_text_encoder=True),
@@ -269,6 +274,7 @@ def plan_one(name: str) -> dict:
     batch = recipe["batch_size"]
     images = [torch.zeros(3, RES, RES)] * batch  # cached once; their content does not change the memory
     kwargs = {k: v for k, v in recipe.items() if k != "batch_size"}
+    kwargs["mixed_precision"] = kwargs["mixed_precision"].replace("fp16", "bf16")  # CPU autocast's half type
     r = Recipe(models, images=images, batch_size=batch, **kwargs)
     setup = reset_peak()
     start = time.perf_counter()
