@@ -8,6 +8,19 @@ import pytest
 SR = 44100
 
 
+#: Generation settings that keep the tiny pipeline's runs at milliseconds (64-px windows, 4 steps).
+SMALL = {"num_frequencies": 64, "window": 64, "overlap": 16, "steps": 4, "griffin_lim_iters": 2}
+SMALL_FLAGS = [f"{k}={v}" for k, v in SMALL.items()]
+
+
+def small_config(model, **kwargs):
+    """A GenerateConfig for ``model`` with the SMALL settings."""
+    from infer.config import GenerateConfig
+    from riffmask.config import build_config
+
+    return build_config(GenerateConfig, ("test", {"model": str(model), **SMALL, **kwargs}))
+
+
 def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.5) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)

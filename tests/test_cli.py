@@ -9,7 +9,9 @@ import pytest
 
 from riffmask.cli import build_parser, main
 
-COMMANDS = ["spectrogram", "audio", "prep", "generate", "mask", "tiny-model", "train", "publish", "eval", "sweep"]
+COMMANDS = [
+    "spectrogram", "audio", "prep", "generate", "mask", "tiny-model", "train", "publish", "export", "eval", "sweep",
+]
 
 
 def test_every_stage_is_reachable():

@@ -8,21 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import SR, tone
+from conftest import SMALL_FLAGS, SR, small_config, tone
 from PIL import Image
 
 from data_prep.codec import load_image
 from infer.generate import GenerateConfig, generate_files, generate_sound, load_pipeline, pick_device, set_scheduler
 from riffmask.cli import main
-from riffmask.config import ConfigError, build_config, load_config
+from riffmask.config import ConfigError, load_config
 from riffmask.errors import RiffmaskError
-
-SMALL = {"num_frequencies": 64, "window": 64, "overlap": 16, "steps": 4, "griffin_lim_iters": 2}
-SMALL_FLAGS = [f"{k}={v}" for k, v in SMALL.items()]
-
-
-def small_config(model, **kwargs) -> GenerateConfig:
-    return build_config(GenerateConfig, ("test", {"model": str(model), **SMALL, **kwargs}))
 
 
 @pytest.fixture(scope="module")

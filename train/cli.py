@@ -1,4 +1,4 @@
-"""``riffmask train`` and ``riffmask publish``: the training stage's commands."""
+"""``riffmask train``, ``riffmask publish`` and ``riffmask export``: the training stage's commands."""
 
 from __future__ import annotations
 
@@ -31,6 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.set_defaults(func=publish_command)
 
+    p = subparsers.add_parser(
+        "export",
+        help="write a pipeline as one original-layout .safetensors checkpoint (AUTOMATIC1111, ComfyUI)",
+        description="Convert an SD 1.x diffusers pipeline (a full fine-tune from `riffmask train`, or a Hub id) "
+        "to the single-file checkpoint WebUIs load. `riffmask generate --model OUT --single-file-config MODEL` "
+        "loads it back. LoRA fine-tunes already have theirs: lora_kohya.safetensors.",
+    )
+    p.add_argument("model", metavar="MODEL", help="diffusers pipeline folder or Hub id")
+    p.add_argument("out", metavar="OUT", help="checkpoint to write (.safetensors)")
+    p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16",
+                   help="weights' type (default float16, the usual WebUI file; float32 keeps them exactly)")
+    p.add_argument("--revision", help="Hub revision of MODEL")
+    p.set_defaults(func=export_command)
+
 
 def train_command(args: argparse.Namespace) -> int:
     from riffmask.config import config_from_args
@@ -44,4 +58,11 @@ def publish_command(args: argparse.Namespace) -> int:
     from train.hub import publish
 
     print(publish(args.dir, args.repo_id, private=args.private))
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from train.single_file import export_single_file
+
+    print(export_single_file(args.model, args.out, dtype=args.dtype, revision=args.revision))
     return 0

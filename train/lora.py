@@ -75,10 +75,10 @@ def save_kohya(path: Path, unet_state: dict, te_state: dict | None, alpha: float
     from diffusers.utils import convert_state_dict_to_kohya
     from safetensors.torch import save_file
 
+    from train.single_file import clip_name
+
     peft_state = {f"unet.{k}": v for k, v in unet_state.items()}
-    # WebUIs name CLIP layers from ``text_model.``; transformers 5's CLIPTextModel has no such wrapper.
-    peft_state.update({f"text_encoder.{'' if k.startswith('text_model.') else 'text_model.'}{k}": v
-                       for k, v in (te_state or {}).items()})
+    peft_state.update({f"text_encoder.{clip_name(k)}": v for k, v in (te_state or {}).items()})
     # diffusers names the text encoder lora_te1_ (the SDXL convention); SD 1.x files use lora_te_.
     kohya = {k.replace("lora_te1_", "lora_te_", 1): v for k, v in convert_state_dict_to_kohya(peft_state).items()}
     for key in [k for k in kohya if k.endswith(".alpha")]:
