@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import re
 import sys
 
 from riffmask.errors import RiffmaskError
+from riffmask.logs import setup_logging
 
 STAGES = ("data_prep.cli", "infer.cli", "train.cli", "metrics.cli")
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*=")
@@ -45,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(words)
     args.overrides = overrides
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except RiffmaskError as exc:

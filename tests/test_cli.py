@@ -36,3 +36,20 @@ def test_console_script_reports_user_errors_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"riffmask spectrogram: error: {missing}: no such file"]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_known_library_noise_is_dropped_and_the_rest_kept(caplog):
+    import logging
+
+    from riffmask.logs import setup_logging
+
+    setup_logging()
+    diffusers_log = logging.getLogger("diffusers.models.modeling_utils")
+    with caplog.at_level(logging.INFO):
+        diffusers_log.warning("There are modules in AutoencoderKL that should be kept in float32: []. Casting ...")
+        logging.getLogger("transformers.utils.import_utils").warning(
+            "`CLIPImageProcessor` requires torchvision (not installed); falling back to `CLIPImageProcessorPil`")
+        diffusers_log.warning("There are modules in UNet that should be kept in float32: ['norm']. Casting ...")
+        logging.getLogger("bitsandbytes.backends.cpu.ops").error("a real bitsandbytes error")
+    assert [r.getMessage().split(".")[0] for r in caplog.records] == [
+        "There are modules in UNet that should be kept in float32: ['norm']", "a real bitsandbytes error"]

@@ -281,12 +281,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from riffmask.cli import split_overrides
     from riffmask.errors import RiffmaskError
+    from riffmask.logs import setup_logging
 
     words, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML recipe: a path or a bundled name (configs/)")
     args = parser.parse_args(words)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         train(load_config(TrainConfig, args.config, overrides))
     except RiffmaskError as exc:
