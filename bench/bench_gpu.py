@@ -11,8 +11,10 @@
 3. ``trainer``: the real commands on the tiny model, on CUDA: ``riffmask prep``, ``riffmask train``
    with fp16 and 8-bit AdamW (GradScaler, bitsandbytes' CUDA kernels, validation) and a resume,
    then ``riffmask generate`` in fp16 with the fine-tuned model.
+4. ``recipe``: ``configs/t4_full_8bit.yaml`` through ``accelerate launch train/dreambooth.py`` at full
+   size (random weights): the peak GPU memory the run logs, against the T4's 15 GiB.
 
-    python -m bench.bench_gpu [--sounds DIR] [--only generate,train,trainer]   # bench/results/gpu.json
+    python -m bench.bench_gpu [--sounds DIR] [--only generate,train,trainer,recipe]   # bench/results/gpu.json
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from bench.common import real_sounds, write_result
 
 GIB = 1024**3
-SECTIONS = ("generate", "train", "trainer")
+SECTIONS = ("generate", "train", "trainer", "recipe")
 
 
 def free_cuda() -> None:
@@ -191,6 +193,44 @@ def bench_trainer(sounds: list[Path], tmp: Path) -> dict:
             "generate_dtype": sidecar.get("dtype"), "outputs": sorted(p.name for p in (tmp / "music").iterdir())}
 
 
+# --------------------------------------------------------------------------- 4. the T4 recipe at full size
+def bench_recipe(tmp: Path, steps: int = 12) -> dict:
+    """``accelerate launch train/dreambooth.py --config t4_full_8bit`` on the full-size architecture:
+    the text encoder for the first half of the steps, then the UNet, validation audio at the end, the
+    pipeline saved. Peak GPU memory from the run's own log (``gpu_memory_gib``)."""
+    import subprocess
+    import sys
+
+    from data_prep.synth import write_builtin_genres
+    from riffmask.cli import main as riffmask
+
+    base, dataset, out = save_full_size_pipeline(tmp / "full-size"), tmp / "dataset", tmp / "run"
+    write_builtin_genres(tmp / "genres")
+    if riffmask(["prep", str(tmp / "genres"), str(dataset)]):
+        raise RuntimeError("riffmask prep failed")
+    overrides = [f"pretrained_model_name_or_path={base}", f"dataset={dataset}", f"output_dir={out}",
+                 f"max_train_steps={steps}", f"text_encoder_steps={steps // 2}", "checkpointing_steps=0",
+                 f"validation_steps={steps}", "report_to=none"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/single_gpu.yaml",
+           "train/dreambooth.py", "--config", "configs/t4_full_8bit.yaml", *overrides]
+    started = time.perf_counter()
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    seconds = time.perf_counter() - started
+    if run.returncode:
+        raise RuntimeError(run.stderr.strip()[-3000:])
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    return {
+        "command": " ".join(cmd[1:]),
+        "steps": steps,
+        "seconds_with_loading_validation_and_saving": round(seconds, 1),
+        "peak_gpu_memory_gib": max(r.get("gpu_memory_gib", 0.0) for r in log),
+        "peak_gpu_memory_gib_text_encoder_phase": max(r.get("gpu_memory_gib", 0.0) for r in log[: steps // 2]),
+        "losses_finite": all(abs(r["loss"]) < float("inf") for r in log),
+        "log_tail": log[-1],
+        "outputs": sorted(p.name for p in out.iterdir()),
+    }
+
+
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
                     results[section] = bench_train_plan()
                 elif section == "trainer":
                     results[section] = bench_trainer(sounds, Path(tmp))
+                elif section == "recipe":
+                    results[section] = bench_recipe(Path(tmp))
                 else:
                     raise SystemExit(f"--only: unknown section {section!r}; choose from {SECTIONS}")
         except Exception as exc:  # later sections still run; the error is in the results

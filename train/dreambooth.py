@@ -199,6 +199,8 @@ def _train(cfg: TrainConfig) -> Path:
                                        {"dataset_fingerprint": fingerprint}, cfg.checkpoints_total_limit)
         if validator is not None and (done % cfg.validation_steps == 0 or done == cfg.max_train_steps):
             logs.update(validator.run(done, accelerator, unwrap(accelerator, unet), text_encoder, vae))
+        if device.type == "cuda":  # the run's peak so far, validation included: whether a recipe fits a card
+            logs["gpu_memory_gib"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
         if accelerator.is_main_process:
             accelerator.log(logs, step=done)
             _append_log(out / "training_log.jsonl", {"step": done, **logs})
