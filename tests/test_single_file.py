@@ -77,6 +77,10 @@ def test_half_precision_by_default(tiny_model_dir, single_file, tmp_path):
     with safe_open(str(half), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
     assert half.stat().st_size < 0.6 * single_file.stat().st_size
+    loaded = load_pipeline(small_config(half, single_file_config=str(tiny_model_dir)))  # CPU: float32
+    folder = load_pipeline(small_config(tiny_model_dir))
+    for name, value in folder.unet.state_dict().items():
+        assert torch.equal(loaded.unet.state_dict()[name], value.half().float()), name
 
 
 def test_bad_exports_say_why_and_write_nothing(tiny_model_dir, tmp_path, capsys):
