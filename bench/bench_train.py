@@ -321,7 +321,8 @@ def main() -> None:
     write_result("train", {
         "tiny_512": {"batch": 1, "timed_steps": TIMED_STEPS, "variants": tiny, "ratios": ratios},
         "full_size_memory_plan": {
-            "note": "random weights, one step on CPU, bf16 autocast standing in for fp16; no GPU in this session",
+            "note": "random weights, one step on CPU, bf16 autocast standing in for fp16; "
+            "GPU measurements: bench/results/gpu.json",
             "recipes": plan,
         },
     })
