@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import tempfile
 import time
 import traceback
@@ -49,20 +50,16 @@ def peaks() -> dict[str, float]:
 # --------------------------------------------------------------------------- 1. generation
 def save_full_size_pipeline(out: Path) -> Path:
     """Riffusion v1's architecture and scheduler with random weights, as an fp16 diffusers folder."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers import PNDMScheduler
 
     from bench.bench_train import full_size_models
-    from infer.tiny import RIFFUSION_SCHEDULER_CONFIG, _write_slow_tokenizer_files
+    from infer.tiny import RIFFUSION_SCHEDULER_CONFIG, save_pipeline_folder
 
     m = full_size_models(device="cuda")
-    pipe = StableDiffusionPipeline(
-        vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"], unet=m["unet"],
-        scheduler=PNDMScheduler(**RIFFUSION_SCHEDULER_CONFIG), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
-    _write_slow_tokenizer_files(pipe.tokenizer, out / "tokenizer")
-    del pipe, m
+    models = {name: m[name].to(torch.float16) for name in ("vae", "text_encoder", "unet")}
+    save_pipeline_folder({**models, "tokenizer": m["tokenizer"],
+                          "scheduler": PNDMScheduler(**RIFFUSION_SCHEDULER_CONFIG)}, out)
+    del models, m
     free_cuda()
     return out
 
@@ -141,7 +138,7 @@ def bench_train_plan() -> dict:
             row = {**recipe, "estimate_weights_grads_optimizer_gib": round(estimate_gib(recipe), 2),
                    "setup_peak_allocated_gib": setup["peak_allocated_gib"], **peaks(),
                    "first_step_s": round(times[0], 3), "step_s": round(min(times[1:]), 3),
-                   "losses_finite": all(map(lambda v: v == v and abs(v) != float("inf"), losses))}
+                   "losses_finite": all(map(math.isfinite, losses))}
             if recipe["mixed_precision"] == "fp16":
                 row["grad_scale"] = float(r.accelerator.scaler.get_scale())
             row["fits_t4_15gib"] = row["peak_reserved_gib"] < 15.0
@@ -170,6 +167,7 @@ def bench_trainer(sounds: list[Path], tmp: Path) -> dict:
     from accelerate.state import AcceleratorState, GradientState
 
     from data_prep.synth import write_builtin_genres
+    from train.dreambooth import read_training_log
 
     AcceleratorState._reset_state(reset_partial_state=True)  # the plan's recipes ran in this process
     GradientState._reset_state()
@@ -184,8 +182,7 @@ def bench_trainer(sounds: list[Path], tmp: Path) -> dict:
               "validation_steps=8"]
     seconds["train_8_steps"] = run_riffmask(*common, "max_train_steps=8")
     seconds["resume_to_12"] = run_riffmask(*common, "max_train_steps=12", "resume=latest")
-    log = [json.loads(line) for line in (model / "training_log.jsonl").read_text().splitlines()] \
-        if (model / "training_log.jsonl").is_file() else []
+    log = read_training_log(model)
     seconds["generate"] = run_riffmask("generate", "--config", "fast", "--model", str(model), "--out",
                                        str(tmp / "music"), str(sounds[0]))
     sidecar = json.loads((tmp / "music" / f"{sounds[0].stem}.json").read_text())
@@ -202,12 +199,11 @@ def bench_recipe(tmp: Path, steps: int = 12) -> dict:
     import sys
 
     from data_prep.synth import write_builtin_genres
-    from riffmask.cli import main as riffmask
+    from train.dreambooth import read_training_log
 
     base, dataset, out = save_full_size_pipeline(tmp / "full-size"), tmp / "dataset", tmp / "run"
     write_builtin_genres(tmp / "genres")
-    if riffmask(["prep", str(tmp / "genres"), str(dataset)]):
-        raise RuntimeError("riffmask prep failed")
+    run_riffmask("prep", str(tmp / "genres"), str(dataset))
     overrides = [f"pretrained_model_name_or_path={base}", f"dataset={dataset}", f"output_dir={out}",
                  f"max_train_steps={steps}", f"text_encoder_steps={steps // 2}", "checkpointing_steps=0",
                  f"validation_steps={steps}", "report_to=none"]
@@ -218,14 +214,14 @@ def bench_recipe(tmp: Path, steps: int = 12) -> dict:
     seconds = time.perf_counter() - started
     if run.returncode:
         raise RuntimeError(run.stderr.strip()[-3000:])
-    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    log = read_training_log(out)
     return {
         "command": " ".join(cmd[1:]),
         "steps": steps,
         "seconds_with_loading_validation_and_saving": round(seconds, 1),
         "peak_gpu_memory_gib": max(r.get("gpu_memory_gib", 0.0) for r in log),
         "peak_gpu_memory_gib_text_encoder_phase": max(r.get("gpu_memory_gib", 0.0) for r in log[: steps // 2]),
-        "losses_finite": all(abs(r["loss"]) < float("inf") for r in log),
+        "losses_finite": all(math.isfinite(r["loss"]) for r in log),
         "log_tail": log[-1],
         "outputs": sorted(p.name for p in out.iterdir()),
     }

@@ -59,16 +59,17 @@ def per_step_seconds(pipe, reference, image, mask) -> dict[str, float]:
         intervals["img2img"] += step_intervals(lambda cb: reference(
             "jazz", image=image, generator=torch.Generator().manual_seed(1040), callback_on_step_end=cb, **common))
     masked, plain = float(np.median(intervals["masked"])), float(np.median(intervals["img2img"]))
-    blend = blend_seconds(pipe, image, mask, pipe.device)
+    blend = blend_seconds(pipe, image, mask)
     return {"masked_s_per_step": masked, "img2img_s_per_step": plain, "ratio": masked / plain,
             "blend_s_per_step": blend, "blend_share_of_img2img_step": blend / plain,
             "steps_timed": len(intervals["masked"])}
 
 
-def blend_seconds(pipe, image, mask, device: torch.device, repeat: int = 200) -> float:
+def blend_seconds(pipe, image, mask, repeat: int = 200) -> float:
     """What the masked loop adds to a step, timed alone: threshold the mask, noise the input, blend."""
     from infer.pipeline import mask_to_latent
 
+    device = pipe.device
     pipe.scheduler.set_timesteps(50)
     t = pipe.scheduler.timesteps[20]
     original = torch.randn(1, 4, image.height // 8, image.width // 8, device=device, dtype=pipe.unet.dtype)

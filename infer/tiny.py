@@ -145,14 +145,17 @@ def build_tiny_components(seed: int = 0) -> dict:
 
 def save_tiny_pipeline(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     """Write the tiny pipeline as a diffusers folder (safetensors) and return its path."""
+    return save_pipeline_folder(build_tiny_components(seed), out_dir)
+
+
+def save_pipeline_folder(components: dict, out_dir: str | os.PathLike) -> Path:
+    """Write SD 1.x ``components`` (vae, text_encoder, tokenizer, unet, scheduler) as a diffusers folder
+    (safetensors, no safety checker) with the tokenizer's vocab.json and merges.txt too; return its path."""
     from diffusers import StableDiffusionPipeline
 
     out = Path(out_dir)
     pipe = StableDiffusionPipeline(
-        **build_tiny_components(seed),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
     pipe.save_pretrained(out, safe_serialization=True)
     _write_slow_tokenizer_files(pipe.tokenizer, out / "tokenizer")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from train.models import load_models, make_optimizer, place, trainable_names, we
 from train.schedule import Schedule, lr_factor
 
 log = logging.getLogger("riffmask.train")
+TRAINING_LOG = "training_log.jsonl"
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -139,7 +141,7 @@ def _train(cfg: TrainConfig) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "training_config.yaml")
         data.write_fingerprint(out / "dataset_fingerprint.json", cfg.dataset, cfg.class_data_dir)
-        _truncate_log(out / "training_log.jsonl", first_step)
+        _truncate_log(out, first_step)
         accelerator.init_trackers(cfg.tracker_project_name, config=_scalars(cfg),
                                   init_kwargs={"wandb": {"dir": str(out)}})
     validator = None
@@ -203,7 +205,7 @@ def _train(cfg: TrainConfig) -> Path:
             logs["gpu_memory_gib"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
         if accelerator.is_main_process:
             accelerator.log(logs, step=done)
-            _append_log(out / "training_log.jsonl", {"step": done, **logs})
+            _append_log(out / TRAINING_LOG, {"step": done, **logs})
         accelerator.wait_for_everyone()
 
     # ---------------------------------------------------------------- 6. outputs
@@ -261,20 +263,27 @@ def _scalars(cfg: TrainConfig) -> dict:
     return {k: v for k, v in config_dict(cfg).items() if isinstance(v, int | float | str | bool)}
 
 
+def read_training_log(out_dir: str | os.PathLike) -> list[dict]:
+    """The per-step records of a run's ``training_log.jsonl`` (none before its first step)."""
+    path = Path(out_dir) / TRAINING_LOG
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def _append_log(path: Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 
 
-def _truncate_log(path: Path, step: int) -> None:
+def _truncate_log(out_dir: Path, step: int) -> None:
     """Drop log lines beyond ``step`` (written by a run that died after its last checkpoint)."""
-    if not path.exists():
+    if not (out_dir / TRAINING_LOG).exists():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
+    keep = [record for record in read_training_log(out_dir) if record["step"] <= step]
     from riffmask.io import write_text_atomic
 
-    write_text_atomic(path, "".join(line + "\n" for line in keep))
+    write_text_atomic(out_dir / TRAINING_LOG, "".join(json.dumps(record) + "\n" for record in keep))
 
 
 def main(argv: list[str] | None = None) -> int:

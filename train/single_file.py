@@ -60,24 +60,20 @@ def unet_key(key: str, layers_per_block: int, up_attention: set[int]) -> str:
     fixed = _rename_first(key, _UNET_FIXED)
     if fixed != key:
         return fixed
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-        block, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
-        index = 1 + block * per_block + layer
+    if m := re.fullmatch(r"(down|up)_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        side, block, kind, layer, rest = m[1], int(m[2]), m[3], int(m[4]), m[5]
+        # LDM numbers input blocks after conv_in (input_blocks.0); output blocks from 0.
+        name, index = ("input_blocks", 1) if side == "down" else ("output_blocks", 0)
+        index += block * per_block + layer
         if kind == "resnets":
-            return f"input_blocks.{index}.0.{_rename_first(rest, _UNET_RESNET)}"
-        return f"input_blocks.{index}.1.{rest}"
+            return f"{name}.{index}.0.{_rename_first(rest, _UNET_RESNET)}"
+        return f"{name}.{index}.1.{rest}"
     if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
         return f"input_blocks.{1 + int(m[1]) * per_block + layers_per_block}.0.op.{m[2]}"
     if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
         return f"middle_block.{2 * int(m[1])}.{_rename_first(m[2], _UNET_RESNET)}"
     if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
         return f"middle_block.1.{m[1]}"
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-        block, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
-        index = block * per_block + layer
-        if kind == "resnets":
-            return f"output_blocks.{index}.0.{_rename_first(rest, _UNET_RESNET)}"
-        return f"output_blocks.{index}.1.{rest}"
     if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
         block = int(m[1])
         # The upsampler follows the block's last resnet, and its attention when the block has one.
