@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from bench.common import best_of, real_sounds, write_result
-from data_prep import codec
-from data_prep.audio import load_audio
-from data_prep.params import PAPER_CLIP_SAMPLES, SpectrogramParams
+from riffmask.core import codec
+from riffmask.core.audio import load_audio
+from riffmask.core.params import PAPER_CLIP_SAMPLES, SpectrogramParams
 
 P = SpectrogramParams()
 

@@ -51,9 +51,9 @@ def peaks() -> dict[str, float]:
 def save_full_size_pipeline(out: Path) -> Path:
     """Riffusion v1's architecture and scheduler with random weights, as an fp16 diffusers folder."""
     from diffusers import PNDMScheduler
+    from riffmask.infer.tiny import RIFFUSION_SCHEDULER_CONFIG, save_pipeline_folder
 
     from bench.bench_train import full_size_models
-    from infer.tiny import RIFFUSION_SCHEDULER_CONFIG, save_pipeline_folder
 
     m = full_size_models(device="cuda")
     models = {name: m[name].to(torch.float16) for name in ("vae", "text_encoder", "unet")}
@@ -66,13 +66,13 @@ def save_full_size_pipeline(out: Path) -> Path:
 
 def bench_generate(sounds: list[Path], tmp: Path) -> dict:
     from diffusers import StableDiffusionImg2ImgPipeline
+    from riffmask.infer.mask import make_mask
+    from riffmask.infer.pipeline import MaskedRiffusionPipeline
 
     from bench.bench_infer import clip_seconds, per_step_seconds
-    from data_prep.audio import load_audio
-    from data_prep.codec import audio_to_image
-    from data_prep.params import PAPER_CLIP_SAMPLES
-    from infer.mask import make_mask
-    from infer.pipeline import MaskedRiffusionPipeline
+    from riffmask.core.audio import load_audio
+    from riffmask.core.codec import audio_to_image
+    from riffmask.core.params import PAPER_CLIP_SAMPLES
 
     started = time.perf_counter()
     model_dir = save_full_size_pipeline(tmp / "full-size")
@@ -99,7 +99,7 @@ def bench_generate(sounds: list[Path], tmp: Path) -> dict:
 
 def offload_run(model_dir: Path, image, mask) -> dict:
     """One paper-settings generation under ``enable_model_cpu_offload``: it runs, and uses less GPU memory."""
-    from infer.pipeline import MaskedRiffusionPipeline
+    from riffmask.infer.pipeline import MaskedRiffusionPipeline
 
     pipe = MaskedRiffusionPipeline.from_pretrained(model_dir, dtype=torch.float16)
     pipe.enable_model_cpu_offload()
@@ -165,9 +165,8 @@ def run_riffmask(*words: str) -> float:
 
 def bench_trainer(sounds: list[Path], tmp: Path) -> dict:
     from accelerate.state import AcceleratorState, GradientState
-
-    from data_prep.synth import write_builtin_genres
-    from train.dreambooth import read_training_log
+    from riffmask.data_prep.synth import write_builtin_genres
+    from riffmask.train.dreambooth import read_training_log
 
     AcceleratorState._reset_state(reset_partial_state=True)  # the plan's recipes ran in this process
     GradientState._reset_state()
@@ -198,8 +197,8 @@ def bench_recipe(tmp: Path, steps: int = 12) -> dict:
     import subprocess
     import sys
 
-    from data_prep.synth import write_builtin_genres
-    from train.dreambooth import read_training_log
+    from riffmask.data_prep.synth import write_builtin_genres
+    from riffmask.train.dreambooth import read_training_log
 
     base, dataset, out = save_full_size_pipeline(tmp / "full-size"), tmp / "dataset", tmp / "run"
     write_builtin_genres(tmp / "genres")

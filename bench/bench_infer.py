@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from riffmask.infer.generate import GenerateConfig, decode_images, generate_files, load_pipeline
+from riffmask.infer.mask import make_mask
+from riffmask.infer.tiny import save_tiny_pipeline
 
 from bench.common import real_sounds, write_result
-from data_prep.audio import load_audio
-from data_prep.codec import audio_to_image, mel_from_image, mel_spectrogram
-from data_prep.params import PAPER_CLIP_SAMPLES, SpectrogramParams
-from infer.generate import GenerateConfig, decode_images, generate_files, load_pipeline
-from infer.mask import make_mask
-from infer.tiny import save_tiny_pipeline
+from riffmask.core.audio import load_audio
+from riffmask.core.codec import audio_to_image, mel_from_image, mel_spectrogram
+from riffmask.core.params import PAPER_CLIP_SAMPLES, SpectrogramParams
 
 STEPS = 25  # strength 0.8: 20 denoising steps per timed run
 
@@ -67,7 +67,7 @@ def per_step_seconds(pipe, reference, image, mask) -> dict[str, float]:
 
 def blend_seconds(pipe, image, mask, repeat: int = 200) -> float:
     """What the masked loop adds to a step, timed alone: threshold the mask, noise the input, blend."""
-    from infer.pipeline import mask_to_latent
+    from riffmask.infer.pipeline import mask_to_latent
 
     device = pipe.device
     pipe.scheduler.set_timesteps(50)
@@ -122,8 +122,7 @@ def phase_start_quality(out_dir: Path, names: list[str]) -> dict[str, float]:
 
 def main() -> None:
     from diffusers import StableDiffusionImg2ImgPipeline
-
-    from infer.pipeline import MaskedRiffusionPipeline
+    from riffmask.infer.pipeline import MaskedRiffusionPipeline
 
     sounds = real_sounds()[:2]
     with tempfile.TemporaryDirectory() as tmp:

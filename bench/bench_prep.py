@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import soundfile as sf
+from riffmask.data_prep import synth
+from riffmask.data_prep.dataset import PrepConfig, prepare_dataset, warm_codec
 
 from bench.common import best_of, write_result
-from data_prep import synth
-from data_prep.audio import load_audio, write_wav
-from data_prep.dataset import PrepConfig, prepare_dataset, warm_codec
-from riffmask.config import load_config
+from riffmask.common.config import load_config
+from riffmask.core.audio import load_audio, write_wav
 
 
 def write_mp3s(root: Path, minutes: float) -> float:
@@ -37,7 +37,7 @@ def stage_times(path: Path, cfg: PrepConfig) -> dict[str, float]:
     """Seconds per 512-px clip of each step, on one thread (what one worker spends)."""
     import torch
 
-    from data_prep.codec import image_from_mel, mel_spectrogram
+    from riffmask.core.codec import image_from_mel, mel_spectrogram
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

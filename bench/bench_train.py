@@ -41,8 +41,7 @@ GIB = 1024**3
 def tiny_512_models(seed: int = 0) -> dict:
     """The issue's tiny 512-px pipeline: the tiny UNet and text encoder, a 32/32/64/64 VAE."""
     from diffusers import AutoencoderKL, DDPMScheduler
-
-    from infer.tiny import RIFFUSION_SCHEDULER_CONFIG, build_tiny_components
+    from riffmask.infer.tiny import RIFFUSION_SCHEDULER_CONFIG, build_tiny_components
 
     parts = build_tiny_components(seed)
     torch.manual_seed(seed + 10)
@@ -60,9 +59,8 @@ def full_size_models(with_vae: bool = True, device: str = "cpu") -> dict:
     Built directly on ``device``: initialising 1 G parameters on a GPU takes a moment, on its host CPU minutes.
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from riffmask.infer.tiny import RIFFUSION_SCHEDULER_CONFIG, build_tiny_tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from infer.tiny import RIFFUSION_SCHEDULER_CONFIG, build_tiny_tokenizer
 
     torch.manual_seed(0)
     with torch.device(device):
@@ -84,10 +82,11 @@ def full_size_models(with_vae: bool = True, device: str = "cpu") -> dict:
 
 def spectrograms(count: int) -> list[torch.Tensor]:
     """512x512 spectrograms of the built-in synthetic genres, as [-1, 1] tensors."""
-    from data_prep.codec import audio_to_image
-    from data_prep.params import SpectrogramParams
-    from data_prep.synth import GENRES, genre_clip
-    from train.data import image_tensor
+    from riffmask.data_prep.synth import GENRES, genre_clip
+    from riffmask.train.data import image_tensor
+
+    from riffmask.core.codec import audio_to_image
+    from riffmask.core.params import SpectrogramParams
 
     params = SpectrogramParams()
     samples = params.samples_for(RES)
@@ -105,9 +104,8 @@ class Recipe:
                  batch_size: int = 1, device: str = "cpu"):
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState, GradientState
-
-        from train import data, lora
-        from train.models import make_optimizer, place, trainable_names, weight_dtype
+        from riffmask.train import data, lora
+        from riffmask.train.models import make_optimizer, place, trainable_names, weight_dtype
 
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
@@ -154,8 +152,8 @@ class Recipe:
         self.optimizer.zero_grad(set_to_none=True)
 
     def ours(self) -> float:
-        from train import data
-        from train.dreambooth import diffusion_losses
+        from riffmask.train import data
+        from riffmask.train.dreambooth import diffusion_losses
 
         positions = data.batch_positions(self.step_index, self.batch_size, 0, 1)
         self.step_index += 1

@@ -32,14 +32,14 @@ from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
+from riffmask.data_prep.clips import clip_starts, cut_clips, rms_db
+from riffmask.data_prep.sources import Source, format_caption, scan_genres
 
-from data_prep.audio import AudioError, load_audio, write_wav
-from data_prep.clips import clip_starts, cut_clips, rms_db
-from data_prep.params import SpectrogramParams
-from data_prep.sources import Source, format_caption, scan_genres
-from riffmask.config import ConfigError, option, save_config
-from riffmask.errors import RiffmaskError
-from riffmask.io import inside, safe_stem, write_json_atomic, write_text_atomic
+from riffmask.common.config import ConfigError, option, save_config
+from riffmask.common.errors import RiffmaskError
+from riffmask.common.io import inside, safe_stem, write_json_atomic, write_text_atomic
+from riffmask.core.audio import AudioError, load_audio, write_wav
+from riffmask.core.params import SpectrogramParams
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, 
 
     Unusable files (:class:`AudioError`) get a manifest saying why, so a rerun does not read them again.
     """
-    from data_prep.codec import image_from_mel, max_volume_of, mel_spectrogram, save_image
+    from riffmask.core.codec import image_from_mel, max_volume_of, mel_spectrogram, save_image
 
     global _clips_written
     manifest: dict[str, Any] = {"source": source.rel, "genre": source.genre, "signature": source.signature()}
@@ -229,7 +229,7 @@ def _read_manifest(out_dir: Path, source: Source) -> dict[str, Any] | None:
 
 def warm_codec(params: SpectrogramParams) -> None:
     """Build the codec's filter banks (cached per process) now, e.g. before forking workers."""
-    from data_prep.codec import mel_spectrogram
+    from riffmask.core.codec import mel_spectrogram
 
     mel_spectrogram(np.zeros(params.n_fft, np.float32), params)
 

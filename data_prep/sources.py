@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.audio import is_audio_file
-from riffmask.errors import RiffmaskError
+from riffmask.common.errors import RiffmaskError
+from riffmask.core.audio import is_audio_file
 
 #: Files next to the audio that are read (captions) rather than reported as ignored.
 CAPTION_SUFFIX = ".txt"

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
-from data_prep.audio import peak_normalize
+from riffmask.core.audio import peak_normalize
 
 SR = 44100
 #: MIDI roots of the keys the files cycle through (C, E, G, A, D).

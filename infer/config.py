@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from data_prep.params import SpectrogramParams
-from infer.mask import MaskParams
-from riffmask.config import ConfigError, option
+from riffmask.infer.mask import MaskParams
+
+from riffmask.common.config import ConfigError, option
+from riffmask.core.params import SpectrogramParams
 
 DEFAULT_MODEL = "riffusion/riffusion-model-v1"
 PAPER_PROMPT = "instrumental, saxophone, flute"

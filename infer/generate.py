@@ -27,15 +27,15 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from riffmask.infer.config import GenerateConfig
+from riffmask.infer.mask import make_mask
 
-from data_prep.audio import AUDIO_EXTENSIONS, load_audio, peak_normalize, write_wav
-from data_prep.codec import audio_to_image, mel_from_image, mel_to_audio, save_image, with_exif
-from data_prep.params import SpectrogramParams
-from infer.config import GenerateConfig
-from infer.mask import make_mask
-from riffmask.config import config_dict
-from riffmask.errors import RiffmaskError
-from riffmask.io import safe_stem, write_json_atomic
+from riffmask.common.config import config_dict
+from riffmask.common.errors import RiffmaskError
+from riffmask.common.io import safe_stem, write_json_atomic
+from riffmask.core.audio import AUDIO_EXTENSIONS, load_audio, peak_normalize, write_wav
+from riffmask.core.codec import audio_to_image, mel_from_image, mel_to_audio, save_image, with_exif
+from riffmask.core.params import SpectrogramParams
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def set_scheduler(pipe, name: str | None) -> None:
 
 def load_pipeline(cfg: GenerateConfig):
     """A ready :class:`MaskedRiffusionPipeline` for ``cfg``: model, LoRAs, scheduler, device and dtype."""
-    from infer.pipeline import MaskedRiffusionPipeline
+    from riffmask.infer.pipeline import MaskedRiffusionPipeline
 
     device, torch_dtype = pick_device(cfg.device, cfg.dtype)
     base = _load_base(cfg, torch_dtype)

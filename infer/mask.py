@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageEnhance
 
-from riffmask.config import ConfigError, option
+from riffmask.common.config import ConfigError, option
 
 
 @dataclass(frozen=True)

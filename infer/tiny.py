@@ -164,7 +164,7 @@ def save_pipeline_folder(components: dict, out_dir: str | os.PathLike) -> Path:
 
 def _write_slow_tokenizer_files(tokenizer, folder: Path) -> None:
     """vocab.json + merges.txt beside tokenizer.json, for readers that build CLIP's BPE from them."""
-    from riffmask.io import write_json_atomic, write_text_atomic
+    from riffmask.common.io import write_json_atomic, write_text_atomic
 
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
     write_json_atomic(folder / "vocab.json", model["vocab"])

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from riffmask.errors import RiffmaskError
+from riffmask.common.errors import RiffmaskError
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from riffmask.errors import RiffmaskError
-from riffmask.io import atomic_path
+from riffmask.common.errors import RiffmaskError
+from riffmask.common.io import atomic_path
 
 
 @dataclass

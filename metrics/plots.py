@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from metrics.results import Row, mean_sem
-from riffmask.io import atomic_path
+from riffmask.metrics.results import Row, mean_sem
+
+from riffmask.common.io import atomic_path
 
 METRIC_LABELS = {"ssim": "SSIM", "chroma": "chroma similarity"}
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from riffmask.io import write_text_atomic
+from riffmask.common.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ _PARAM_SKIP = ("files", "metrics")
 def items_from_generation(out_dir: str | os.PathLike, with_metrics: bool = True, n_iter: int = 32) -> list[ReportItem]:
     """One item per sidecar of a ``riffmask generate`` folder; SSIM and chroma computed when asked
     (and when the sidecar does not already carry ``metrics``)."""
-    from metrics.pairs import read_sidecars, sidecar_file
+    from riffmask.metrics.pairs import read_sidecars, sidecar_file
 
     items = []
     for name, sidecar in read_sidecars(out_dir):
@@ -226,9 +226,10 @@ def items_from_generation(out_dir: str | os.PathLike, with_metrics: bool = True,
 
 def _pair_metrics(input_image: ImageSource, output_image: ImageSource, n_iter: int) -> dict:
     """SSIM and chroma of two images (files or in memory); ``{"error": ...}`` when they cannot be scored."""
-    from data_prep.codec import load_image
-    from metrics.similarity import pair_metrics
-    from riffmask.errors import RiffmaskError
+    from riffmask.metrics.similarity import pair_metrics
+
+    from riffmask.common.errors import RiffmaskError
+    from riffmask.core.codec import load_image
 
     try:
         images = [im if isinstance(im, Image.Image) else load_image(im) for im in (input_image, output_image)]
@@ -267,7 +268,7 @@ def write_generation_report(
     out_dir: str | os.PathLike, title: str | None = None, with_metrics: bool = True, n_iter: int = 32
 ) -> Path:
     """``out_dir/report.html`` for a ``riffmask generate`` output folder (see CONTRACTS.md)."""
-    from metrics.results import summarize
+    from riffmask.metrics.results import summarize
 
     out_dir = Path(out_dir)
     items = items_from_generation(out_dir, with_metrics, n_iter)
@@ -289,7 +290,7 @@ def write_generation_report(
 
 def items_from_pairs(pairs: Sequence, rows: Sequence[Mapping[str, Any]]) -> list[ReportItem]:
     """Report items for ``eval pairs`` results (image files shown; audio files played)."""
-    from metrics.pairs import IMAGE_EXTENSIONS
+    from riffmask.metrics.pairs import IMAGE_EXTENSIONS
 
     items = []
     for pair, row in zip(pairs, rows, strict=True):

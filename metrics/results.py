@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from riffmask.io import write_json_atomic, write_text_atomic
+from riffmask.common.io import write_json_atomic, write_text_atomic
 
 Row = dict[str, Any]
 

@@ -15,8 +15,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from data_prep.codec import image_to_audio
-from data_prep.params import PAPER_DECODE_MAX_VOLUME
+from riffmask.core.codec import image_to_audio
+from riffmask.core.params import PAPER_DECODE_MAX_VOLUME
 
 SAMPLE_RATE = 44100
 PhaseInit = Literal["random", "pghi"]

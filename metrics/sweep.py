@@ -14,19 +14,18 @@ Layout: ``OUT/sweep.csv``, ``OUT/summary.json``, ``OUT/sweep_<param>.png``, ``OU
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
-import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metrics.results import Row, read_csv, write_csv
-from riffmask.errors import RiffmaskError
-from riffmask.io import safe_stem, write_json_atomic
+from riffmask.metrics.results import Row, read_csv, write_csv
+
+from riffmask.common.errors import RiffmaskError
+from riffmask.common.io import safe_stem
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +87,8 @@ def run_sweep(
     ``cfg`` is an ``infer.generate.GenerateConfig`` holding everything that is not swept; ``pipe``
     a loaded pipeline (loaded from ``cfg`` on first need when omitted). Returns all rows.
     """
-    from tqdm.auto import tqdm
-
     # The exact reading and file layout of `riffmask generate`.
-    from infer.generate import (
+    from riffmask.infer.generate import (
         expand_inputs,
         generate_sound,
         item_files,
@@ -100,7 +97,8 @@ def run_sweep(
         read_part,
         write_item,
     )
-    from metrics.similarity import chroma_cosine, image_chroma, ssim
+    from riffmask.metrics.similarity import chroma_cosine, image_chroma, ssim
+    from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     table = out_dir / "sweep.csv"
@@ -183,9 +181,9 @@ def _failure(name: str, prompt: str, combo: dict, exc: Exception) -> Row:
 
 def analyse(rows: Sequence[Row], swept: dict[str, list], out_dir: str | os.PathLike, ablation: bool) -> dict:
     """Plots and statistics of a finished sweep: ``OUT/sweep_<param>.png``, ``OUT/ablation.png``."""
-    from metrics.plots import group_mean_sem, plot_ablation, plot_sweep
-    from metrics.results import summarize
-    from metrics.stats import paired_comparison
+    from riffmask.metrics.plots import group_mean_sem, plot_ablation, plot_sweep
+    from riffmask.metrics.results import summarize
+    from riffmask.metrics.stats import paired_comparison
 
     out_dir = Path(out_dir)
     good = [r for r in rows if not r.get("error")]
@@ -225,7 +223,7 @@ def _ablation_groups(rows: Sequence[Row]) -> dict[str, dict[str, list[float]]]:
 
 def write_sweep_report(out_dir: str | os.PathLike, summary: dict, max_items: int = 16) -> Path:
     """``OUT/report.html``: the plots, the statistics and the first input at each combination."""
-    from metrics.report import items_from_generation, write_report
+    from riffmask.metrics.report import items_from_generation, write_report
 
     out_dir = Path(out_dir)
     items = []
@@ -242,58 +240,3 @@ def write_sweep_report(out_dir: str | os.PathLike, summary: dict, max_items: int
             )
     plots = [(name, out_dir / name) for name in summary.get("plots", [])]
     return write_report(out_dir / "report.html", items, "riffmask sweep", flat, plots)
-
-
-# --------------------------------------------------------------------------- command line
-def register_sweep(subparsers: argparse._SubParsersAction) -> None:
-    from infer.config import GenerateConfig
-    from riffmask.config import add_config_arguments
-
-    sweep = subparsers.add_parser(
-        "sweep",
-        help="generate every combination of mask/sampler settings and plot SSIM and chroma against them",
-        description=__doc__.split("\n\n")[1],
-    )
-    sweep.add_argument("inputs", nargs="+", help="input sounds (files, folders or globs)")
-    for flag in SWEPT:
-        plural = "seeds" if flag == "seed" else flag
-        sweep.add_argument(
-            f"--{plural}", dest=f"sweep_{flag}", metavar="LIST", help=f"{flag} values, e.g. 0,20,...,255"
-        )
-    sweep.add_argument("--ablation", action="store_true", help="also without brightness / without contrast (paired)")
-    sweep.add_argument(
-        "--out",
-        dest="sweep_out",
-        type=Path,
-        default=Path("riffmask_sweep"),
-        help="output folder (resumed if it exists)",
-    )
-    sweep.add_argument("--iterations", type=int, default=32, help="Griffin-Lim iterations for chroma (default 32)")
-    sweep.add_argument("--no-save", dest="save_items", action="store_false", help="keep only the CSV, not the files")
-    add_config_arguments(sweep, GenerateConfig, skip=(*SWEPT, "out", "overwrite", "report", "num_variations"))
-    sweep.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from infer.config import GenerateConfig
-    from riffmask.config import config_from_args
-
-    cfg = config_from_args(GenerateConfig, args, args.overrides)
-    swept = {
-        k: parse_values(getattr(args, f"sweep_{k}"), kind) for k, kind in SWEPT.items() if getattr(args, f"sweep_{k}")
-    }
-    if not swept and not args.ablation:
-        raise RiffmaskError(
-            "nothing to sweep: give --downshift, --brightness, --contrast, --strength, --guidance or --seeds"
-        )
-    args.sweep_out.mkdir(parents=True, exist_ok=True)
-    rows = run_sweep(cfg, args.inputs, swept, args.sweep_out, args.ablation, args.iterations, args.save_items)
-    summary = analyse(rows, swept, args.sweep_out, args.ablation)
-    write_json_atomic(
-        args.sweep_out / "summary.json",
-        {**summary, "swept": swept, "ablation_run": args.ablation, "config": dataclasses.asdict(cfg)},
-    )
-    report = write_sweep_report(args.sweep_out, summary)
-    print(json.dumps({k: v for k, v in summary.items() if k != "by_value"}, indent=2, default=str))
-    print(f"results: {args.sweep_out / 'sweep.csv'}\nreport: {report}")
-    return 0 if summary["n"] else 1

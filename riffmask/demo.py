@@ -35,7 +35,7 @@ def run(*words: str) -> None:
 
 def builtin_material(out: Path, genres: Path | None, sound: Path | None) -> tuple[Path, Path]:
     """The user's genre folder and sound, or the project's synthetic ones written under ``out``."""
-    from data_prep.synth import write_builtin_genres, write_builtin_sound
+    from riffmask.data_prep.synth import write_builtin_genres, write_builtin_sound
 
     if genres is None:
         genres = out / "material" / "genres"

@@ -15,8 +15,9 @@ SMALL_FLAGS = [f"{k}={v}" for k, v in SMALL.items()]
 
 def small_config(model, **kwargs):
     """A GenerateConfig for ``model`` with the SMALL settings."""
-    from infer.config import GenerateConfig
-    from riffmask.config import build_config
+    from riffmask.infer.config import GenerateConfig
+
+    from riffmask.common.config import build_config
 
     return build_config(GenerateConfig, ("test", {"model": str(model), **SMALL, **kwargs}))
 
@@ -34,7 +35,7 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
     """A tiny random pipeline folder of the Riffusion architecture, built once per test session."""
-    from infer.tiny import save_tiny_pipeline
+    from riffmask.infer.tiny import save_tiny_pipeline
 
     return save_tiny_pipeline(tmp_path_factory.mktemp("tiny_model") / "pipe", seed=0)
 

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 from conftest import SR, tone
 
-from data_prep.audio import AudioError, is_audio_file, load_audio, peak_normalize, write_wav
+from riffmask.core.audio import AudioError, is_audio_file, load_audio, peak_normalize, write_wav
 
 
 def dominant_hz(audio: np.ndarray, sr: int = SR) -> float:

@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from riffmask.metrics.clap import ClapEmbedder, clap_score, fad_windows
+from riffmask.metrics.embeddings import embed_files, load_embedder
+from riffmask.metrics.tiny import save_tiny_clap
 
-from data_prep.audio import write_wav
-from metrics.clap import ClapEmbedder, clap_score, fad_windows
-from metrics.embeddings import embed_files, load_embedder
-from metrics.tiny import save_tiny_clap
 from riffmask import cli
+from riffmask.core.audio import write_wav
 
 SR = 48000
 
@@ -30,7 +30,7 @@ def embedder(tiny_clap):
 
 @pytest.fixture
 def main(monkeypatch):
-    monkeypatch.setattr(cli, "STAGES", ("metrics.cli",))
+    monkeypatch.setattr(cli, "STAGES", ("riffmask.cli.evaluate",))
     return cli.main
 
 

@@ -41,7 +41,7 @@ def test_console_script_reports_user_errors_in_one_line(tmp_path):
 def test_known_library_noise_is_dropped_and_the_rest_kept(caplog):
     import logging
 
-    from riffmask.logs import setup_logging
+    from riffmask.common.logs import setup_logging
 
     setup_logging()
     diffusers_log = logging.getLogger("diffusers.models.modeling_utils")

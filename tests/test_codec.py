@@ -10,8 +10,8 @@ import torch
 from conftest import SR, tone
 from PIL import Image
 
-from data_prep import codec
-from data_prep.params import PAPER_CLIP_SAMPLES, ExifTags, SpectrogramParams
+from riffmask.core import codec
+from riffmask.core.params import PAPER_CLIP_SAMPLES, ExifTags, SpectrogramParams
 
 P = SpectrogramParams()
 

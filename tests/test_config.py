@@ -10,16 +10,16 @@ from typing import Literal
 import pytest
 import yaml
 
-from riffmask.cli import split_overrides
-from riffmask.config import (
+from riffmask.common.config import (
     ConfigError,
     add_config_arguments,
     config_from_args,
     load_config,
     option,
     save_config,
+    split_overrides,
 )
-from riffmask.io import atomic_path, inside, safe_stem
+from riffmask.common.io import atomic_path, inside, safe_stem
 
 
 @dataclass

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import SR, tone
+from riffmask.data_prep import synth
 
 import riffmask.cli
-from data_prep import synth
-from data_prep.codec import audio_to_image, load_image, params_from_image, save_image, stored_max_volume
-from data_prep.params import SpectrogramParams
+from riffmask.core.codec import audio_to_image, load_image, params_from_image, save_image, stored_max_volume
+from riffmask.core.params import SpectrogramParams
 
 
 @pytest.fixture
 def riffmask_main(monkeypatch):
     """``riffmask.cli.main`` with only this stage's commands registered (the others are tested elsewhere)."""
-    monkeypatch.setattr(riffmask.cli, "STAGES", ("data_prep.cli",))
+    monkeypatch.setattr(riffmask.cli, "STAGES", ("riffmask.cli.prep",))
     return riffmask.cli.main
 
 

@@ -6,16 +6,16 @@ import json
 
 import numpy as np
 import pytest
+from riffmask.metrics import fad
+from riffmask.metrics.embeddings import load_embedding_dir
 from scipy import linalg
 
-from metrics import fad
-from metrics.embeddings import load_embedding_dir
 from riffmask import cli
 
 
 @pytest.fixture
 def main(monkeypatch):
-    monkeypatch.setattr(cli, "STAGES", ("metrics.cli",))
+    monkeypatch.setattr(cli, "STAGES", ("riffmask.cli.evaluate",))
     return cli.main
 
 

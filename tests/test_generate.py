@@ -10,12 +10,19 @@ import soundfile as sf
 import torch
 from conftest import SMALL_FLAGS, SR, small_config, tone
 from PIL import Image
+from riffmask.infer.generate import (
+    GenerateConfig,
+    generate_files,
+    generate_sound,
+    load_pipeline,
+    pick_device,
+    set_scheduler,
+)
 
-from data_prep.codec import load_image
-from infer.generate import GenerateConfig, generate_files, generate_sound, load_pipeline, pick_device, set_scheduler
 from riffmask.cli import main
-from riffmask.config import ConfigError, load_config
-from riffmask.errors import RiffmaskError
+from riffmask.common.config import ConfigError, load_config
+from riffmask.common.errors import RiffmaskError
+from riffmask.core.codec import load_image
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +110,8 @@ def test_any_length_is_padded_windowed_and_trimmed(pipe, tiny_model_dir):
 
 
 def test_loras_from_training_stack_with_weights(pipe, tiny_model_dir, sounds, tmp_path):
-    from infer.tiny import build_tiny_components
-    from train.lora import lora_config, save_lora
+    from riffmask.infer.tiny import build_tiny_components
+    from riffmask.train.lora import lora_config, save_lora
 
     folders = []
     for k in range(2):

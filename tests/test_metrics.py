@@ -8,14 +8,14 @@ import librosa
 import numpy as np
 import pytest
 from conftest import SR, tone
+from riffmask.metrics import results, similarity
+from riffmask.metrics.pairs import evaluate_pairs, find_pairs, generation_pairs
 from skimage.metrics import structural_similarity
 
-from data_prep.audio import write_wav
-from data_prep.codec import audio_to_image, image_to_audio, save_image
-from data_prep.params import PAPER_DECODE_MAX_VOLUME, ExifTags, SpectrogramParams
-from metrics import results, similarity
-from metrics.pairs import evaluate_pairs, find_pairs, generation_pairs
 from riffmask import cli
+from riffmask.core.audio import write_wav
+from riffmask.core.codec import audio_to_image, image_to_audio, save_image
+from riffmask.core.params import PAPER_DECODE_MAX_VOLUME, ExifTags, SpectrogramParams
 
 SMALL = SpectrogramParams(num_frequencies=64)
 
@@ -23,7 +23,7 @@ SMALL = SpectrogramParams(num_frequencies=64)
 @pytest.fixture
 def main(monkeypatch):
     """``riffmask`` with only this stage's commands (other stages are tested on their own)."""
-    monkeypatch.setattr(cli, "STAGES", ("metrics.cli",))
+    monkeypatch.setattr(cli, "STAGES", ("riffmask.cli.evaluate",))
     return cli.main
 
 

@@ -7,9 +7,8 @@ import pytest
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image
-
-from infer.pipeline import MaskedRiffusionPipeline, mask_to_latent, window_slices, window_weights
-from infer.tiny import build_tiny_tokenizer, save_tiny_pipeline
+from riffmask.infer.pipeline import MaskedRiffusionPipeline, mask_to_latent, window_slices, window_weights
+from riffmask.infer.tiny import build_tiny_tokenizer, save_tiny_pipeline
 
 SEED = 1040
 STEPS = 10  # strength 0.8: 8 steps run (PNDM adds one: n = 9)

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import SR, tone
+from riffmask.data_prep import synth
+from riffmask.data_prep.clips import clip_starts, cut_clips
+from riffmask.data_prep.dataset import STALL_ENV, PrepConfig, dataset_fingerprint, load_prepared, prepare_dataset
 
-from data_prep import synth
-from data_prep.clips import clip_starts, cut_clips
-from data_prep.codec import load_image, stored_max_volume
-from data_prep.dataset import STALL_ENV, PrepConfig, dataset_fingerprint, load_prepared, prepare_dataset
-from riffmask.config import ConfigError, load_config
-from riffmask.errors import RiffmaskError
+from riffmask.common.config import ConfigError, load_config
+from riffmask.common.errors import RiffmaskError
+from riffmask.core.codec import load_image, stored_max_volume
 
 SMALL = ["width=64", "num_frequencies=64", "validation_fraction=0.5", "png_compress_level=1"]
 CLIP = 63 * 441  # samples of a 64 px clip
@@ -229,7 +229,7 @@ def test_an_output_folder_keeps_its_settings(genres, reference, tmp_path):
 # --------------------------------------------------------------------------- crash safety
 def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, reference, tmp_path):
     out = tmp_path / "out"
-    code = "import sys, riffmask.cli as c; c.STAGES = ('data_prep.cli',); sys.exit(c.main(sys.argv[1:]))"
+    code = "import sys, riffmask.cli as c; c.STAGES = ('riffmask.cli.prep',); sys.exit(c.main(sys.argv[1:]))"
     env = {**os.environ, STALL_ENV: "4"}  # file 1 has 3 clips: stall after clip 0 of file 2
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "prep", str(genres), str(out), "--config", "prep", *SMALL],

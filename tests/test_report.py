@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from conftest import tone
 from PIL import Image
+from riffmask.metrics.report import ReportItem, write_generation_report, write_report
 
-from data_prep.audio import write_wav
-from data_prep.codec import audio_to_image, save_image
-from data_prep.params import SpectrogramParams
-from metrics.report import ReportItem, write_generation_report, write_report
+from riffmask.core.audio import write_wav
+from riffmask.core.codec import audio_to_image, save_image
+from riffmask.core.params import SpectrogramParams
 
 SMALL = SpectrogramParams(num_frequencies=64)
 CHROMIUM_FLAGS = [
@@ -104,8 +104,8 @@ def test_chromium_renders_the_report_with_audio_players(tmp_path, generation_dir
 def test_in_memory_generation_becomes_an_item_with_metrics(tmp_path):
     from types import SimpleNamespace
 
-    from metrics.report import item_from_generation
-    from metrics.similarity import pair_metrics
+    from riffmask.metrics.report import item_from_generation
+    from riffmask.metrics.similarity import pair_metrics
 
     src, dst = tone(220.0, 0.3), tone(330.0, 0.3)
     gen = SimpleNamespace(

@@ -7,10 +7,9 @@ import json
 import numpy as np
 import test_train_support as support
 import torch
+from riffmask.train import data
+from riffmask.train.dreambooth import diffusion_losses
 from test_train_support import RES, overrides, run_train, unet_weights
-
-from train import data
-from train.dreambooth import diffusion_losses
 
 prepared_dir = support.prepared_dir  # the shared session fixture
 
@@ -18,9 +17,8 @@ prepared_dir = support.prepared_dir  # the shared session fixture
 def _fixed_loss(unet, model_dir, dataset) -> float:
     """Loss of ``unet`` on every training clip with fixed noise and timesteps."""
     from diffusers import AutoencoderKL, DDPMScheduler
+    from riffmask.data_prep.dataset import load_prepared
     from transformers import CLIPTextModel, CLIPTokenizer
-
-    from data_prep.dataset import load_prepared
 
     rows = list(load_prepared(dataset)["train"])
     vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae")
@@ -37,9 +35,9 @@ def _fixed_loss(unet, model_dir, dataset) -> float:
 def _generate_with_riffmask(model, lora=None) -> None:
     """Load with `riffmask generate`'s loader and make one short clip from a tone."""
     from conftest import tone
+    from riffmask.infer.generate import GenerateConfig, generate_sound, load_pipeline
 
-    from infer.generate import GenerateConfig, generate_sound, load_pipeline
-    from riffmask.config import build_config
+    from riffmask.common.config import build_config
 
     cfg = build_config(GenerateConfig, ("test", {"model": str(model), "lora": [str(lora)] if lora else [],
                                                  "steps": 2, "window": RES, "overlap": 16, "num_frequencies": RES,
@@ -140,9 +138,9 @@ def test_fp16_mixed_precision_keeps_trained_weights_fp32():
     gradients" (the CPU GradScaler runs the same check as the CUDA one)."""
     from types import SimpleNamespace
 
-    from infer.tiny import build_tiny_components
-    from train import lora
-    from train.models import place, trainable_names
+    from riffmask.infer.tiny import build_tiny_components
+    from riffmask.train import lora
+    from riffmask.train.models import place, trainable_names
 
     parts = build_tiny_components()
     unet, text_encoder = parts["unet"], parts["text_encoder"]

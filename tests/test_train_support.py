@@ -31,8 +31,8 @@ def one_thread():
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory) -> Path:
     """A real `riffmask prep` output of the built-in synthetic genres, 64x64 clips, both splits filled."""
-    from data_prep.dataset import PrepConfig, prepare_dataset
-    from data_prep.synth import write_builtin_genres
+    from riffmask.data_prep.dataset import PrepConfig, prepare_dataset
+    from riffmask.data_prep.synth import write_builtin_genres
 
     root = tmp_path_factory.mktemp("train_data")
     write_builtin_genres(root / "genres", seconds=1.3, files_per_genre=3)
@@ -52,14 +52,15 @@ def overrides(dataset: Path, model: Path, out: Path, **extra) -> dict:
 
 
 def make_config(**values):
-    from riffmask.config import build_config
-    from train.config import TrainConfig
+    from riffmask.train.config import TrainConfig
+
+    from riffmask.common.config import build_config
 
     return build_config(TrainConfig, ("test", values))
 
 
 def run_train(**values) -> Path:
-    from train.dreambooth import train
+    from riffmask.train.dreambooth import train
 
     return train(make_config(**values))
 

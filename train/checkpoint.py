@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from riffmask.config import ConfigError
-from riffmask.io import write_json_atomic
+from riffmask.common.config import ConfigError
+from riffmask.common.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^checkpoint-(\d+)$")

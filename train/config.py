@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from riffmask.config import ConfigError, option
+from riffmask.common.config import ConfigError, option
 
 
 @dataclass

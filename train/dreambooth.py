@@ -18,18 +18,20 @@ import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script by `accelerate launch train/dreambooth.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):
+    # Run as a file (`accelerate launch train/dreambooth.py`): its folder holds modules named config, data,
+    # models...; take it off the path so they never shadow a library's. The recipe imports as riffmask.train.
+    sys.path.pop(0)
 
 import torch
+from riffmask.data_prep.dataset import dataset_fingerprint, load_prepared
+from riffmask.train import checkpoint, data, lora
+from riffmask.train.config import TrainConfig
+from riffmask.train.loss import per_sample_loss, training_target
+from riffmask.train.models import load_models, make_optimizer, place, trainable_names, weight_dtype
+from riffmask.train.schedule import Schedule, lr_factor
 
-from data_prep.dataset import dataset_fingerprint, load_prepared
-from riffmask.config import ConfigError, config_dict, load_config, save_config
-from train import checkpoint, data, lora
-from train.config import TrainConfig
-from train.loss import per_sample_loss, training_target
-from train.models import load_models, make_optimizer, place, trainable_names, weight_dtype
-from train.schedule import Schedule, lr_factor
+from riffmask.common.config import ConfigError, config_dict, load_config, save_config
 
 log = logging.getLogger("riffmask.train")
 TRAINING_LOG = "training_log.jsonl"
@@ -106,7 +108,7 @@ def _train(cfg: TrainConfig) -> Path:
     held_out = encode(held_out_rows) if held_out_rows else None
     classes = None
     if cfg.with_prior_preservation:
-        from train.prior import class_rows
+        from riffmask.train.prior import class_rows
 
         class_images = class_rows(cfg, m, accelerator)
         classes = encode(class_images, [cfg.class_prompt] * len(class_images))
@@ -146,7 +148,7 @@ def _train(cfg: TrainConfig) -> Path:
                                   init_kwargs={"wandb": {"dir": str(out)}})
     validator = None
     if cfg.validation_steps and accelerator.is_main_process:
-        from train.validation import Validator
+        from riffmask.train.validation import Validator
 
         validator = Validator(cfg, m, held_out, out / "validation", instances.captions[0])
 
@@ -215,7 +217,7 @@ def _train(cfg: TrainConfig) -> Path:
             lora.save_lora(out, unet_out, te_out, cfg.train_text_encoder, cfg.alpha, cfg.kohya_export)
         else:
             save_pipeline(cfg, out, unet_out, te_out if cfg.train_text_encoder else None, m.prediction_type)
-        from train.hub import publish, write_model_card
+        from riffmask.train.hub import publish, write_model_card
 
         write_model_card(out)
         if cfg.push_to_hub:
@@ -281,7 +283,7 @@ def _truncate_log(out_dir: Path, step: int) -> None:
     if not (out_dir / TRAINING_LOG).exists():
         return
     keep = [record for record in read_training_log(out_dir) if record["step"] <= step]
-    from riffmask.io import write_text_atomic
+    from riffmask.common.io import write_text_atomic
 
     write_text_atomic(out_dir / TRAINING_LOG, "".join(json.dumps(record) + "\n" for record in keep))
 
@@ -290,9 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     """``accelerate launch train/dreambooth.py --config X.yaml key=value ...``"""
     import argparse
 
-    from riffmask.cli import split_overrides
-    from riffmask.errors import RiffmaskError
-    from riffmask.logs import setup_logging
+    from riffmask.common.config import split_overrides
+    from riffmask.common.errors import RiffmaskError
+    from riffmask.common.logs import setup_logging
 
     words, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

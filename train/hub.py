@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from riffmask.errors import RiffmaskError
-from riffmask.io import write_text_atomic
+from riffmask.common.errors import RiffmaskError
+from riffmask.common.io import write_text_atomic
 
 #: Local-only parts of an output folder.
 IGNORE = ["checkpoints/*", "logs/*", "wandb/*", "class_images/*", ".*", "*/.*"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from riffmask.config import ConfigError
+from riffmask.common.config import ConfigError
 
 log = logging.getLogger(__name__)
 

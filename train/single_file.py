@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from riffmask.errors import RiffmaskError
-from riffmask.io import atomic_path
+from riffmask.common.errors import RiffmaskError
+from riffmask.common.io import atomic_path
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."

@@ -12,20 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from riffmask.train import data
+from riffmask.train.loss import per_sample_loss, training_target
 
-from data_prep.audio import load_audio, write_wav
-from data_prep.codec import save_image
-from riffmask.config import build_config
-from train import data
-from train.loss import per_sample_loss, training_target
+from riffmask.common.config import build_config
+from riffmask.core.audio import load_audio, write_wav
+from riffmask.core.codec import save_image
 
 
 class Validator:
     """Fixed validation sounds and generation settings, and the held-out clips."""
 
     def __init__(self, cfg, models, held_out: data.ClipCache | None, folder: Path, default_prompt: str):
-        from data_prep.synth import write_builtin_sound
-        from infer.config import GenerateConfig
+        from riffmask.data_prep.synth import write_builtin_sound
+        from riffmask.infer.config import GenerateConfig
 
         self.cfg, self.models, self.held_out, self.folder = cfg, models, held_out, folder
         self.generate_cfg = build_config(GenerateConfig, ("validation", {
@@ -71,7 +71,7 @@ class Validator:
 
     def generate(self, step: int, accelerator, unet, text_encoder, vae) -> None:
         """The masked pipeline over the models in memory, through infer's own generate function."""
-        from infer.generate import generate_sound
+        from riffmask.infer.generate import generate_sound
 
         pipe = _autocast_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=self.models.tokenizer, unet=unet,
                                   scheduler=self.models.inference_scheduler)
@@ -91,7 +91,7 @@ class Validator:
 def _autocast_pipeline(**components):
     """The masked pipeline whose model calls run under the run's autocast (frozen weights may be half
     precision, trained ones fp32); generate_sound's audio decoding stays outside it, in float32."""
-    from infer.pipeline import MaskedRiffusionPipeline
+    from riffmask.infer.pipeline import MaskedRiffusionPipeline
 
     class AutocastPipeline(MaskedRiffusionPipeline):
         def __call__(self, *args, **kwargs):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from train.config import TrainConfig
+from riffmask.train.config import TrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train`` and ``publish`` to the ``riffmask`` parser."""
-    from riffmask.config import add_config_arguments
+    from riffmask.common.config import add_config_arguments
 
     p = subparsers.add_parser(
         "train",
@@ -47,22 +47,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from riffmask.config import config_from_args
-    from train.dreambooth import train
+    from riffmask.common.config import config_from_args
+    from riffmask.train.dreambooth import train
 
     print(train(config_from_args(TrainConfig, args, args.overrides)))
     return 0
 
 
 def publish_command(args: argparse.Namespace) -> int:
-    from train.hub import publish
+    from riffmask.train.hub import publish
 
     print(publish(args.dir, args.repo_id, private=args.private))
     return 0
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from train.single_file import export_single_file
+    from riffmask.train.single_file import export_single_file
 
     print(export_single_file(args.model, args.out, dtype=args.dtype, revision=args.revision))
     return 0

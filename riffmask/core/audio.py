@@ -9,8 +9,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from riffmask.errors import RiffmaskError
-from riffmask.io import atomic_path
+from riffmask.common.errors import RiffmaskError
+from riffmask.common.io import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus")
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from riffmask.config import add_config_arguments, config_from_args
+from riffmask.common.config import add_config_arguments, config_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the infer stage's subcommands to the ``riffmask`` parser."""
-    from infer.config import GenerateConfig
-    from infer.mask import MaskParams
+    from riffmask.infer.config import GenerateConfig
+    from riffmask.infer.mask import MaskParams
 
     gen = subparsers.add_parser(
         "generate",
@@ -60,9 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def generate_command(args: argparse.Namespace) -> int:
     import tempfile
 
-    from infer.generate import GenerateConfig, expand_inputs, generate_files, load_pipeline
-    from riffmask.config import save_config
-    from riffmask.errors import RiffmaskError
+    from riffmask.common.config import save_config
+    from riffmask.common.errors import RiffmaskError
+    from riffmask.infer.generate import GenerateConfig, expand_inputs, generate_files, load_pipeline
 
     patterns = list(args.inputs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,7 +84,7 @@ def generate_command(args: argparse.Namespace) -> int:
     summary = generate_files(pipe, inputs, cfg)
     save_config(cfg, f"{cfg.out}/config.yaml")
     if cfg.report:
-        from metrics.report import write_generation_report
+        from riffmask.metrics.report import write_generation_report
 
         print(f"report: {write_generation_report(cfg.out)}")
     print(
@@ -99,9 +99,9 @@ def _sidecar_settings(path: str):
     """(GenerateConfig, input path) recorded in a result's sidecar."""
     import json
 
-    from infer.config import GenerateConfig
-    from riffmask.config import build_config
-    from riffmask.errors import RiffmaskError
+    from riffmask.common.config import build_config
+    from riffmask.common.errors import RiffmaskError
+    from riffmask.infer.config import GenerateConfig
 
     try:
         data = json.loads(open(path, encoding="utf-8").read())
@@ -113,8 +113,8 @@ def _sidecar_settings(path: str):
 
 
 def mask_command(args: argparse.Namespace) -> int:
-    from data_prep.codec import load_image, save_image
-    from infer.mask import MaskParams, make_mask, mask_steps, steps_image
+    from riffmask.core.codec import load_image, save_image
+    from riffmask.infer.mask import MaskParams, make_mask, mask_steps, steps_image
 
     params = config_from_args(MaskParams, args, args.overrides)
     image = load_image(args.input)
@@ -126,7 +126,7 @@ def mask_command(args: argparse.Namespace) -> int:
 
 
 def tiny_model_command(args: argparse.Namespace) -> int:
-    from infer.tiny import save_tiny_pipeline
+    from riffmask.infer.tiny import save_tiny_pipeline
 
     print(save_tiny_pipeline(args.out_dir, seed=args.seed))
     return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from data_prep.params import SpectrogramParams
+from riffmask.core.params import SpectrogramParams
 
 HANN_LAMBDA = 0.25645
 LEVELS = 1024

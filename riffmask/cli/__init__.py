@@ -1,6 +1,6 @@
 """The ``riffmask`` command: one entry point whose subcommands reach every stage.
 
-Each stage package has a ``cli`` module with ``register(subparsers)``; heavy imports (torch,
+Each command group is a module of this package with ``register(subparsers)``; heavy imports (torch,
 diffusers) happen inside the command functions so that ``riffmask --help`` stays instant.
 Words of the form ``key=value`` anywhere on the line are config overrides (``args.overrides``).
 """
@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 import sys
 
-from riffmask.errors import RiffmaskError
-from riffmask.logs import setup_logging
+from riffmask.common.config import split_overrides
+from riffmask.common.errors import RiffmaskError
+from riffmask.common.logs import setup_logging
 
-STAGES = ("data_prep.cli", "infer.cli", "train.cli", "metrics.cli")
-_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*=")
+STAGES = ("riffmask.cli.prep", "riffmask.cli.generate", "riffmask.cli.train", "riffmask.cli.evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,14 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in STAGES:
         importlib.import_module(name).register(sub)
     return parser
-
-
-def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate ``key=value`` words (config overrides) from the rest of the command line."""
-    words, overrides = [], []
-    for word in argv:
-        (overrides if _OVERRIDE.match(word) else words).append(word)
-    return words, overrides
 
 
 def main(argv: list[str] | None = None) -> int:

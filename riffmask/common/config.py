@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import importlib.util
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -19,11 +21,12 @@ from typing import Any, TypeVar
 
 import yaml
 
-from riffmask.errors import RiffmaskError
-from riffmask.io import write_text_atomic
+from riffmask.common.errors import RiffmaskError
+from riffmask.common.io import write_text_atomic
 
 T = TypeVar("T")
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*=")
+CONFIG_DIR = Path(importlib.util.find_spec("riffmask.configs").origin).parent
 
 
 class ConfigError(RiffmaskError):
@@ -116,6 +119,14 @@ def _unknown(key: str, known: list[str], source: str) -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(known)}"
     return ConfigError(f"unknown config key {key!r} in {source}{hint}")
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``key=value`` words (config overrides) from the rest of the command line."""
+    words, overrides = [], []
+    for word in argv:
+        (overrides if _OVERRIDE.match(word) else words).append(word)
+    return words, overrides
 
 
 def parse_overrides(words: list[str]) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data_prep.dataset import PrepConfig
-from riffmask.config import add_config_arguments, config_from_args
+from riffmask.common.config import add_config_arguments, config_from_args
+from riffmask.data_prep.dataset import PrepConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,9 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def spectrogram_command(args: argparse.Namespace) -> int:
-    from data_prep.audio import load_audio
-    from data_prep.codec import audio_to_image, save_image
-    from data_prep.params import SpectrogramParams
+    from riffmask.core.audio import load_audio
+    from riffmask.core.codec import audio_to_image, save_image
+    from riffmask.core.params import SpectrogramParams
 
     params = SpectrogramParams()
     audio = load_audio(args.in_audio, params.sample_rate, start=args.start, duration=args.duration)
@@ -76,9 +76,9 @@ def spectrogram_command(args: argparse.Namespace) -> int:
 def audio_command(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from data_prep.audio import write_wav
-    from data_prep.codec import DEFAULT_ITERATIONS, image_to_audio, load_image, params_from_image
-    from riffmask.errors import RiffmaskError
+    from riffmask.common.errors import RiffmaskError
+    from riffmask.core.audio import write_wav
+    from riffmask.core.codec import DEFAULT_ITERATIONS, image_to_audio, load_image, params_from_image
 
     iters = args.iters if args.iters is not None else (DEFAULT_ITERATIONS if args.phase_init == "pghi" else 32)
     if iters < 0:
@@ -95,7 +95,7 @@ def audio_command(args: argparse.Namespace) -> int:
 
 
 def prep_command(args: argparse.Namespace) -> int:
-    from data_prep.dataset import prepare_dataset, summary_lines
+    from riffmask.data_prep.dataset import prepare_dataset, summary_lines
 
     cfg = config_from_args(PrepConfig, args, args.overrides)
     result = prepare_dataset(Path(args.genre_root), Path(args.out_dir), cfg, dry_run=args.dry_run)

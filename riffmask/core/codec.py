@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data_prep.params import MAX_PIXEL, PAPER_DECODE_MAX_VOLUME, ExifTags, SpectrogramParams
-from data_prep.phase import pghi
-from riffmask.errors import RiffmaskError
-from riffmask.io import atomic_path
+from riffmask.common.errors import RiffmaskError
+from riffmask.common.io import atomic_path
+from riffmask.core.params import MAX_PIXEL, PAPER_DECODE_MAX_VOLUME, ExifTags, SpectrogramParams
+from riffmask.core.phase import pghi
 
 Mode = Literal["paper", "riffusion"]
 #: Griffin-Lim iterations after the PGHI start: as close as 32 from a random start, in a third of the time.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 from pathlib import Path
 
-from riffmask.errors import RiffmaskError
+from riffmask.common.errors import RiffmaskError
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_outputs(clap)
     clap.set_defaults(func=run_clap)
 
-    from metrics.sweep import register_sweep
-
     register_sweep(subparsers)
 
 
@@ -91,8 +91,8 @@ def progress_bar(total: int, desc: str):
 
 
 def run_pairs(args: argparse.Namespace) -> int:
-    from metrics.pairs import PAIR_METRICS, evaluate_pairs, find_pairs, generation_pairs
-    from metrics.results import emit
+    from riffmask.metrics.pairs import PAIR_METRICS, evaluate_pairs, find_pairs, generation_pairs
+    from riffmask.metrics.results import emit
 
     if args.output_dir is None:
         pairs = generation_pairs(args.input_dir)
@@ -108,7 +108,7 @@ def run_pairs(args: argparse.Namespace) -> int:
         )
     print(emit(rows, summary, ["name", *PAIR_METRICS, "error"], args.json, args.csv))
     if args.report:
-        from metrics.report import items_from_pairs, write_report
+        from riffmask.metrics.report import items_from_pairs, write_report
 
         print(f"report: {write_report(args.report, items_from_pairs(pairs, rows), 'SSIM and chroma', summary)}")
     return 1 if summary["failed"] and not summary["n"] else 0
@@ -116,7 +116,7 @@ def run_pairs(args: argparse.Namespace) -> int:
 
 def _embeddings_of(folder: Path, cache: Path | None, get_embedder, desc: str):
     """``{name: frames}`` of a folder of audio (through ``cache``) or of ``.npy`` files."""
-    from metrics.embeddings import audio_files, embed_files, load_embedding_dir
+    from riffmask.metrics.embeddings import audio_files, embed_files, load_embedding_dir
 
     if folder.is_dir() and not any(p.suffix != ".npy" for p in folder.iterdir() if p.is_file()):
         return load_embedding_dir(folder), []
@@ -147,8 +147,8 @@ class _LazyEmbedder:
 def run_fad(args: argparse.Namespace) -> int:
     import functools
 
-    from metrics.embeddings import load_embedder
-    from metrics.fad import (
+    from riffmask.metrics.embeddings import load_embedder
+    from riffmask.metrics.fad import (
         fad_infinity,
         gaussian_stats,
         load_reference_stats,
@@ -157,7 +157,7 @@ def run_fad(args: argparse.Namespace) -> int:
         set_fad,
         stack_frames,
     )
-    from metrics.results import emit
+    from riffmask.metrics.results import emit
 
     get = functools.cache(
         lambda: load_embedder(args.embedding_model, args.clap_model, args.revision, args.allow_pickle)
@@ -197,11 +197,11 @@ def run_fad(args: argparse.Namespace) -> int:
 
 
 def run_clap(args: argparse.Namespace) -> int:
-    from data_prep.audio import load_audio
-    from metrics.clap import DEFAULT_CLAP_MODEL, ClapEmbedder, clap_score
-    from metrics.embeddings import audio_files
-    from metrics.results import emit, summarize
-    from riffmask.io import safe_stem
+    from riffmask.common.io import safe_stem
+    from riffmask.core.audio import load_audio
+    from riffmask.metrics.clap import DEFAULT_CLAP_MODEL, ClapEmbedder, clap_score
+    from riffmask.metrics.embeddings import audio_files
+    from riffmask.metrics.results import emit, summarize
 
     files = audio_files(args.generated_dir)
     embedder = ClapEmbedder.from_pretrained(args.clap_model or DEFAULT_CLAP_MODEL, args.revision, args.allow_pickle)
@@ -223,9 +223,9 @@ def run_clap(args: argparse.Namespace) -> int:
 
 def _file_report(path: Path, title: str, rows: list, summary: dict, folder: Path, metrics: tuple) -> None:
     """A report with one player and the scores per file of ``folder``."""
-    from data_prep.audio import is_audio_file
-    from metrics.report import ReportItem, write_report
-    from riffmask.io import safe_stem
+    from riffmask.common.io import safe_stem
+    from riffmask.core.audio import is_audio_file
+    from riffmask.metrics.report import ReportItem, write_report
 
     sounds = {safe_stem(p.stem): p for p in sorted(folder.iterdir()) if is_audio_file(p)}
     items = [
@@ -238,3 +238,62 @@ def _file_report(path: Path, title: str, rows: list, summary: dict, folder: Path
         for row in rows
     ]
     print(f"report: {write_report(path, items, title, summary)}")
+
+
+# --------------------------------------------------------------------------- sweep
+def register_sweep(subparsers: argparse._SubParsersAction) -> None:
+    from riffmask.common.config import add_config_arguments
+    from riffmask.infer.config import GenerateConfig
+    from riffmask.metrics.sweep import SWEPT
+    from riffmask.metrics.sweep import __doc__ as sweep_doc
+
+    sweep = subparsers.add_parser(
+        "sweep",
+        help="generate every combination of mask/sampler settings and plot SSIM and chroma against them",
+        description=sweep_doc.split("\n\n")[1],
+    )
+    sweep.add_argument("inputs", nargs="+", help="input sounds (files, folders or globs)")
+    for flag in SWEPT:
+        plural = "seeds" if flag == "seed" else flag
+        sweep.add_argument(
+            f"--{plural}", dest=f"sweep_{flag}", metavar="LIST", help=f"{flag} values, e.g. 0,20,...,255"
+        )
+    sweep.add_argument("--ablation", action="store_true", help="also without brightness / without contrast (paired)")
+    sweep.add_argument(
+        "--out",
+        dest="sweep_out",
+        type=Path,
+        default=Path("riffmask_sweep"),
+        help="output folder (resumed if it exists)",
+    )
+    sweep.add_argument("--iterations", type=int, default=32, help="Griffin-Lim iterations for chroma (default 32)")
+    sweep.add_argument("--no-save", dest="save_items", action="store_false", help="keep only the CSV, not the files")
+    add_config_arguments(sweep, GenerateConfig, skip=(*SWEPT, "out", "overwrite", "report", "num_variations"))
+    sweep.set_defaults(func=run_sweep_command)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    from riffmask.common.config import config_from_args
+    from riffmask.common.io import write_json_atomic
+    from riffmask.infer.config import GenerateConfig
+    from riffmask.metrics.sweep import SWEPT, analyse, parse_values, run_sweep, write_sweep_report
+
+    cfg = config_from_args(GenerateConfig, args, args.overrides)
+    swept = {
+        k: parse_values(getattr(args, f"sweep_{k}"), kind) for k, kind in SWEPT.items() if getattr(args, f"sweep_{k}")
+    }
+    if not swept and not args.ablation:
+        raise RiffmaskError(
+            "nothing to sweep: give --downshift, --brightness, --contrast, --strength, --guidance or --seeds"
+        )
+    args.sweep_out.mkdir(parents=True, exist_ok=True)
+    rows = run_sweep(cfg, args.inputs, swept, args.sweep_out, args.ablation, args.iterations, args.save_items)
+    summary = analyse(rows, swept, args.sweep_out, args.ablation)
+    write_json_atomic(
+        args.sweep_out / "summary.json",
+        {**summary, "swept": swept, "ablation_run": args.ablation, "config": dataclasses.asdict(cfg)},
+    )
+    report = write_sweep_report(args.sweep_out, summary)
+    print(json.dumps({k: v for k, v in summary.items() if k != "by_value"}, indent=2, default=str))
+    print(f"results: {args.sweep_out / 'sweep.csv'}\nreport: {report}")
+    return 0 if summary["n"] else 1

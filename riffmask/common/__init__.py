@@ -1,0 +1,1 @@
+"""Small helpers every layer shares: the config system, atomic file writing, errors and logging."""
