@@ -51,9 +51,9 @@ def peaks() -> dict[str, float]:
 def save_full_size_pipeline(out: Path) -> Path:
     """Riffusion v1's architecture and scheduler with random weights, as an fp16 diffusers folder."""
     from diffusers import PNDMScheduler
-    from riffmask.infer.tiny import RIFFUSION_SCHEDULER_CONFIG, save_pipeline_folder
 
     from bench.bench_train import full_size_models
+    from riffmask.infer.tiny import RIFFUSION_SCHEDULER_CONFIG, save_pipeline_folder
 
     m = full_size_models(device="cuda")
     models = {name: m[name].to(torch.float16) for name in ("vae", "text_encoder", "unet")}
@@ -66,13 +66,13 @@ def save_full_size_pipeline(out: Path) -> Path:
 
 def bench_generate(sounds: list[Path], tmp: Path) -> dict:
     from diffusers import StableDiffusionImg2ImgPipeline
-    from riffmask.infer.mask import make_mask
-    from riffmask.infer.pipeline import MaskedRiffusionPipeline
 
     from bench.bench_infer import clip_seconds, per_step_seconds
     from riffmask.core.audio import load_audio
     from riffmask.core.codec import audio_to_image
     from riffmask.core.params import PAPER_CLIP_SAMPLES
+    from riffmask.infer.mask import make_mask
+    from riffmask.infer.pipeline import MaskedRiffusionPipeline
 
     started = time.perf_counter()
     model_dir = save_full_size_pipeline(tmp / "full-size")
@@ -165,6 +165,7 @@ def run_riffmask(*words: str) -> float:
 
 def bench_trainer(sounds: list[Path], tmp: Path) -> dict:
     from accelerate.state import AcceleratorState, GradientState
+
     from riffmask.data_prep.synth import write_builtin_genres
     from riffmask.train.dreambooth import read_training_log
 

@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from riffmask.infer.generate import GenerateConfig, decode_images, generate_files, load_pipeline
-from riffmask.infer.mask import make_mask
-from riffmask.infer.tiny import save_tiny_pipeline
 
 from bench.common import real_sounds, write_result
 from riffmask.core.audio import load_audio
 from riffmask.core.codec import audio_to_image, mel_from_image, mel_spectrogram
 from riffmask.core.params import PAPER_CLIP_SAMPLES, SpectrogramParams
+from riffmask.infer.config import GenerateConfig
+from riffmask.infer.files import generate_files
+from riffmask.infer.generate import decode_images
+from riffmask.infer.load import load_pipeline
+from riffmask.infer.mask import make_mask
+from riffmask.infer.tiny import save_tiny_pipeline
 
 STEPS = 25  # strength 0.8: 20 denoising steps per timed run
 
@@ -122,6 +125,7 @@ def phase_start_quality(out_dir: Path, names: list[str]) -> dict[str, float]:
 
 def main() -> None:
     from diffusers import StableDiffusionImg2ImgPipeline
+
     from riffmask.infer.pipeline import MaskedRiffusionPipeline
 
     sounds = real_sounds()[:2]

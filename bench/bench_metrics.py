@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from riffmask.metrics import fad
-from riffmask.metrics.clap import ClapEmbedder
-from riffmask.metrics.similarity import chroma_cosine, image_chroma, pair_metrics, ssim
 from scipy import linalg
 
 from bench.common import best_of, real_sounds, write_result
 from riffmask.core.audio import load_audio
 from riffmask.core.codec import audio_to_image
 from riffmask.core.params import PAPER_CLIP_SAMPLES
+from riffmask.metrics import fad
+from riffmask.metrics.clap import ClapEmbedder
+from riffmask.metrics.similarity import chroma_cosine, image_chroma, pair_metrics, ssim
 
 
 def sqrtm_fad(a: fad.GaussianStats, b: fad.GaussianStats) -> float:

@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 import soundfile as sf
-from riffmask.data_prep import synth
-from riffmask.data_prep.dataset import PrepConfig, prepare_dataset, warm_codec
 
 from bench.common import best_of, write_result
 from riffmask.common.config import load_config
 from riffmask.core.audio import load_audio, write_wav
+from riffmask.data_prep import synth
+from riffmask.data_prep.config import PrepConfig
+from riffmask.data_prep.dataset import prepare_dataset
+from riffmask.data_prep.source_file import warm_codec
 
 
 def write_mp3s(root: Path, minutes: float) -> float:

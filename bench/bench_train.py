@@ -41,6 +41,7 @@ GIB = 1024**3
 def tiny_512_models(seed: int = 0) -> dict:
     """The issue's tiny 512-px pipeline: the tiny UNet and text encoder, a 32/32/64/64 VAE."""
     from diffusers import AutoencoderKL, DDPMScheduler
+
     from riffmask.infer.tiny import RIFFUSION_SCHEDULER_CONFIG, build_tiny_components
 
     parts = build_tiny_components(seed)
@@ -59,8 +60,9 @@ def full_size_models(with_vae: bool = True, device: str = "cpu") -> dict:
     Built directly on ``device``: initialising 1 G parameters on a GPU takes a moment, on its host CPU minutes.
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from riffmask.infer.tiny import RIFFUSION_SCHEDULER_CONFIG, build_tiny_tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from riffmask.infer.tiny import RIFFUSION_SCHEDULER_CONFIG, build_tiny_tokenizer
 
     torch.manual_seed(0)
     with torch.device(device):
@@ -82,11 +84,10 @@ def full_size_models(with_vae: bool = True, device: str = "cpu") -> dict:
 
 def spectrograms(count: int) -> list[torch.Tensor]:
     """512x512 spectrograms of the built-in synthetic genres, as [-1, 1] tensors."""
-    from riffmask.data_prep.synth import GENRES, genre_clip
-    from riffmask.train.data import image_tensor
-
     from riffmask.core.codec import audio_to_image
     from riffmask.core.params import SpectrogramParams
+    from riffmask.data_prep.synth import GENRES, genre_clip
+    from riffmask.train.data import image_tensor
 
     params = SpectrogramParams()
     samples = params.samples_for(RES)
@@ -104,6 +105,7 @@ class Recipe:
                  batch_size: int = 1, device: str = "cpu"):
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState, GradientState
+
         from riffmask.train import data, lora
         from riffmask.train.models import make_optimizer, place, trainable_names, weight_dtype
 

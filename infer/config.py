@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from riffmask.infer.mask import MaskParams
-
 from riffmask.common.config import ConfigError, option
 from riffmask.core.params import SpectrogramParams
+from riffmask.infer.mask import MaskParams
 
 DEFAULT_MODEL = "riffusion/riffusion-model-v1"
 PAPER_PROMPT = "instrumental, saxophone, flute"

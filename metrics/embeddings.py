@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from riffmask.metrics.clap import DEFAULT_CLAP_MODEL, ClapEmbedder
 
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import atomic_path, safe_stem
 from riffmask.core.audio import is_audio_file, load_audio
+from riffmask.metrics.clap import DEFAULT_CLAP_MODEL, ClapEmbedder
 
 log = logging.getLogger(__name__)
 

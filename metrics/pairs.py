@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from riffmask.metrics.results import Row, summarize
-from riffmask.metrics.similarity import pair_metrics
 
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import inside
 from riffmask.core.audio import is_audio_file, load_audio
 from riffmask.core.codec import audio_to_image, load_image
 from riffmask.core.params import SpectrogramParams
+from riffmask.metrics.results import Row, summarize
+from riffmask.metrics.similarity import pair_metrics
 
 log = logging.getLogger(__name__)
 

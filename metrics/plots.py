@@ -7,9 +7,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from riffmask.metrics.results import Row, mean_sem
-
 from riffmask.common.io import atomic_path
+from riffmask.metrics.results import Row, mean_sem
 
 METRIC_LABELS = {"ssim": "SSIM", "chroma": "chroma similarity"}
 

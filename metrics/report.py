@@ -226,10 +226,9 @@ def items_from_generation(out_dir: str | os.PathLike, with_metrics: bool = True,
 
 def _pair_metrics(input_image: ImageSource, output_image: ImageSource, n_iter: int) -> dict:
     """SSIM and chroma of two images (files or in memory); ``{"error": ...}`` when they cannot be scored."""
-    from riffmask.metrics.similarity import pair_metrics
-
     from riffmask.common.errors import RiffmaskError
     from riffmask.core.codec import load_image
+    from riffmask.metrics.similarity import pair_metrics
 
     try:
         images = [im if isinstance(im, Image.Image) else load_image(im) for im in (input_image, output_image)]
@@ -238,36 +237,10 @@ def _pair_metrics(input_image: ImageSource, output_image: ImageSource, n_iter: i
         return {"error": str(exc)}
 
 
-def item_from_generation(
-    name: str,
-    generation: Any,
-    params: Mapping[str, Any] | None = None,
-    with_metrics: bool = True,
-    n_iter: int = 32,
-    sample_rate: int = 44100,
-) -> ReportItem:
-    """A report item from an in-memory result of ``infer.generate.generate_sound`` (anything with
-    ``input_image``, ``mask_image``, ``output_image``, ``input_audio`` and ``audio``), for training
-    validation and other callers that never write the files; SSIM and chroma when asked."""
-    item = ReportItem(
-        name=name,
-        input_image=generation.input_image,
-        mask_image=generation.mask_image,
-        output_image=generation.output_image,
-        input_audio=generation.input_audio,
-        output_audio=generation.audio,
-        sample_rate=sample_rate,
-        params=dict(params or {}),
-    )
-    if with_metrics:
-        item.metrics = _pair_metrics(generation.input_image, generation.output_image, n_iter)
-    return item
-
-
 def write_generation_report(
     out_dir: str | os.PathLike, title: str | None = None, with_metrics: bool = True, n_iter: int = 32
 ) -> Path:
-    """``out_dir/report.html`` for a ``riffmask generate`` output folder (see CONTRACTS.md)."""
+    """``out_dir/report.html`` for a ``riffmask generate`` output folder."""
     from riffmask.metrics.results import summarize
 
     out_dir = Path(out_dir)

@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from riffmask.metrics.results import Row, read_csv, write_csv
-
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import safe_stem
+from riffmask.metrics.results import Row, read_csv, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +87,12 @@ def run_sweep(
     a loaded pipeline (loaded from ``cfg`` on first need when omitted). Returns all rows.
     """
     # The exact reading and file layout of `riffmask generate`.
-    from riffmask.infer.generate import (
-        expand_inputs,
-        generate_sound,
-        item_files,
-        load_pipeline,
-        output_names,
-        read_part,
-        write_item,
-    )
-    from riffmask.metrics.similarity import chroma_cosine, image_chroma, ssim
     from tqdm.auto import tqdm
+
+    from riffmask.infer.files import expand_inputs, item_sidecar, output_names, read_part, write_item
+    from riffmask.infer.generate import generate_sound
+    from riffmask.infer.load import load_pipeline
+    from riffmask.metrics.similarity import chroma_cosine, image_chroma, ssim
 
     out_dir = Path(out_dir)
     table = out_dir / "sweep.csv"
@@ -148,17 +142,8 @@ def run_sweep(
                     "error": "",
                 }
                 if save_items:
-                    sidecar = {
-                        "input": str(source),
-                        "prompt": prompt,
-                        "seed": item_cfg.seed,
-                        **combo,
-                        "metrics": scores,
-                        "config": dataclasses.asdict(item_cfg),
-                    }
-                    files = item_files(name)
-                    sidecar["files"] = {k: v for k, v in files.items() if k != "sidecar"}
-                    write_item(gen, out_dir / "items" / row["combination"], files, sidecar)
+                    sidecar = item_sidecar(gen, item_cfg, source, name, gen.model_seconds, pipe)
+                    write_item(gen, out_dir / "items" / row["combination"], name, sidecar | combo | {"metrics": scores})
                 rows.append(row)
                 write_csv(table, rows + failed)  # after every item: an interruption loses at most one
                 bar.update()

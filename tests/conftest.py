@@ -15,9 +15,8 @@ SMALL_FLAGS = [f"{k}={v}" for k, v in SMALL.items()]
 
 def small_config(model, **kwargs):
     """A GenerateConfig for ``model`` with the SMALL settings."""
-    from riffmask.infer.config import GenerateConfig
-
     from riffmask.common.config import build_config
+    from riffmask.infer.config import GenerateConfig
 
     return build_config(GenerateConfig, ("test", {"model": str(model), **SMALL, **kwargs}))
 

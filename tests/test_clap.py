@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from riffmask.metrics.clap import ClapEmbedder, clap_score, fad_windows
-from riffmask.metrics.embeddings import embed_files, load_embedder
-from riffmask.metrics.tiny import save_tiny_clap
 
 from riffmask import cli
 from riffmask.core.audio import write_wav
+from riffmask.metrics.clap import ClapEmbedder, clap_score, fad_windows
+from riffmask.metrics.embeddings import embed_files, load_embedder
+from riffmask.metrics.tiny import save_tiny_clap
 
 SR = 48000
 

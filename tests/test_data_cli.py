@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import SR, tone
-from riffmask.data_prep import synth
 
 import riffmask.cli
 from riffmask.core.codec import audio_to_image, load_image, params_from_image, save_image, stored_max_volume
 from riffmask.core.params import SpectrogramParams
+from riffmask.data_prep import synth
 
 
 @pytest.fixture

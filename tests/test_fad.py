@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from riffmask.metrics import fad
-from riffmask.metrics.embeddings import load_embedding_dir
 from scipy import linalg
 
 from riffmask import cli
+from riffmask.metrics import fad
+from riffmask.metrics.embeddings import load_embedding_dir
 
 
 @pytest.fixture

@@ -10,19 +10,15 @@ import soundfile as sf
 import torch
 from conftest import SMALL_FLAGS, SR, small_config, tone
 from PIL import Image
-from riffmask.infer.generate import (
-    GenerateConfig,
-    generate_files,
-    generate_sound,
-    load_pipeline,
-    pick_device,
-    set_scheduler,
-)
 
 from riffmask.cli import main
 from riffmask.common.config import ConfigError, load_config
 from riffmask.common.errors import RiffmaskError
 from riffmask.core.codec import load_image
+from riffmask.infer.config import GenerateConfig
+from riffmask.infer.files import generate_files
+from riffmask.infer.generate import generate_sound
+from riffmask.infer.load import load_pipeline, pick_device, set_scheduler
 
 
 @pytest.fixture(scope="module")

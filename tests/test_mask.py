@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from conftest import tone
 from PIL import Image, ImageChops, ImageEnhance
-from riffmask.infer.mask import MaskParams, make_mask, mask_steps
 
 from riffmask.cli import main
 from riffmask.common.config import ConfigError, build_config
 from riffmask.core.codec import audio_to_image, load_image, save_image
 from riffmask.core.params import SpectrogramParams
+from riffmask.infer.mask import MaskParams, make_mask, mask_steps
 
 PARAMS = SpectrogramParams(num_frequencies=64)
 

@@ -8,14 +8,14 @@ import librosa
 import numpy as np
 import pytest
 from conftest import SR, tone
-from riffmask.metrics import results, similarity
-from riffmask.metrics.pairs import evaluate_pairs, find_pairs, generation_pairs
 from skimage.metrics import structural_similarity
 
 from riffmask import cli
 from riffmask.core.audio import write_wav
 from riffmask.core.codec import audio_to_image, image_to_audio, save_image
 from riffmask.core.params import PAPER_DECODE_MAX_VOLUME, ExifTags, SpectrogramParams
+from riffmask.metrics import results, similarity
+from riffmask.metrics.pairs import evaluate_pairs, find_pairs, generation_pairs
 
 SMALL = SpectrogramParams(num_frequencies=64)
 

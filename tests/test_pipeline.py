@@ -7,6 +7,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image
+
 from riffmask.infer.pipeline import MaskedRiffusionPipeline, mask_to_latent, window_slices, window_weights
 from riffmask.infer.tiny import build_tiny_tokenizer, save_tiny_pipeline
 

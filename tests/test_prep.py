@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import SR, tone
-from riffmask.data_prep import synth
-from riffmask.data_prep.clips import clip_starts, cut_clips
-from riffmask.data_prep.dataset import STALL_ENV, PrepConfig, dataset_fingerprint, load_prepared, prepare_dataset
 
 from riffmask.common.config import ConfigError, load_config
 from riffmask.common.errors import RiffmaskError
 from riffmask.core.codec import load_image, stored_max_volume
+from riffmask.data_prep import synth
+from riffmask.data_prep.clips import clip_starts, cut_clips
+from riffmask.data_prep.config import PrepConfig
+from riffmask.data_prep.dataset import prepare_dataset
+from riffmask.data_prep.readers import dataset_fingerprint, load_prepared
 
 SMALL = ["width=64", "num_frequencies=64", "validation_fraction=0.5", "png_compress_level=1"]
 CLIP = 63 * 441  # samples of a 64 px clip
@@ -227,12 +229,32 @@ def test_an_output_folder_keeps_its_settings(genres, reference, tmp_path):
 
 
 # --------------------------------------------------------------------------- crash safety
+# `riffmask prep` whose clip writer announces the clip number STALL_AFTER and then hangs, so that the
+# test can kill -9 it at a known point (pool workers are forked, so they inherit the patch).
+STALLING_PREP = """
+import os, sys, time
+import riffmask.cli as c
+from riffmask.data_prep import source_file
+written, write_wav = 0, source_file.write_wav
+def stalling(*args, **kwargs):
+    global written
+    write_wav(*args, **kwargs)
+    written += 1
+    if written >= int(os.environ["STALL_AFTER"]):
+        print(f"prep: stalled after {written} clips", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(60)
+source_file.write_wav = stalling
+c.STAGES = ("riffmask.cli.prep",)
+sys.exit(c.main(sys.argv[1:]))
+"""
+
+
 def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, reference, tmp_path):
     out = tmp_path / "out"
-    code = "import sys, riffmask.cli as c; c.STAGES = ('riffmask.cli.prep',); sys.exit(c.main(sys.argv[1:]))"
-    env = {**os.environ, STALL_ENV: "4"}  # file 1 has 3 clips: stall after clip 0 of file 2
+    env = {**os.environ, "STALL_AFTER": "4"}  # file 1 has 3 clips: stall after clip 0 of file 2
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "prep", str(genres), str(out), "--config", "prep", *SMALL],
+        [sys.executable, "-c", STALLING_PREP, "prep", str(genres), str(out), "--config", "prep", *SMALL],
         env=env, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
     )  # fmt: skip
     watchdog = threading.Timer(120, proc.kill)  # a hang fails the test instead of blocking the suite

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from conftest import tone
 from PIL import Image
-from riffmask.metrics.report import ReportItem, write_generation_report, write_report
 
 from riffmask.core.audio import write_wav
 from riffmask.core.codec import audio_to_image, save_image
 from riffmask.core.params import SpectrogramParams
+from riffmask.metrics.report import ReportItem, write_generation_report, write_report
 
 SMALL = SpectrogramParams(num_frequencies=64)
 CHROMIUM_FLAGS = [
@@ -41,7 +41,7 @@ def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def generation_dir(tmp_path):
-    """A folder laid out as `riffmask generate` writes it (CONTRACTS.md), from synthetic tones."""
+    """A folder laid out as `riffmask generate` writes it (infer/files.py), from synthetic tones."""
     out = tmp_path / "gen"
     for i, freq in enumerate((220.0, 330.0)):
         src, dst = tone(freq, 0.5), tone(freq * 1.5, 0.5)
@@ -99,23 +99,3 @@ def test_chromium_renders_the_report_with_audio_players(tmp_path, generation_dir
     players = re.findall(r'<audio[^>]*src="data:audio/wav;base64,[A-Za-z0-9+/=]{100,}"', dom)
     assert len(players) == 4
     assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', dom)) == 6
-
-
-def test_in_memory_generation_becomes_an_item_with_metrics(tmp_path):
-    from types import SimpleNamespace
-
-    from riffmask.metrics.report import item_from_generation
-    from riffmask.metrics.similarity import pair_metrics
-
-    src, dst = tone(220.0, 0.3), tone(330.0, 0.3)
-    gen = SimpleNamespace(
-        input_image=audio_to_image(src, SMALL),
-        mask_image=audio_to_image(src, SMALL),
-        output_image=audio_to_image(dst, SMALL),
-        input_audio=src,
-        audio=dst,
-    )
-    item = item_from_generation("kettle", gen, params={"step": 100}, n_iter=2)
-    assert item.metrics == pair_metrics(gen.input_image, gen.output_image, n_iter=2)
-    page = write_report(tmp_path / "val.html", [item], title="validation step 100").read_text()
-    assert page.count("<audio") == 2 and page.count('src="data:image/png') == 3 and "<td>step</td>" in page

@@ -12,7 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import SMALL_FLAGS, SR, small_config, tone
-from riffmask.infer.generate import load_pipeline
+from safetensors import safe_open
+
+from riffmask.cli import main
+from riffmask.infer.load import load_pipeline
 from riffmask.train.single_file import (
     TEXT_ENCODER_PREFIX,
     UNET_PREFIX,
@@ -21,9 +24,6 @@ from riffmask.train.single_file import (
     unet_key,
     vae_key,
 )
-from safetensors import safe_open
-
-from riffmask.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,7 @@ def test_full_size_names_invert_diffusers_own_converter():
     the meta device (no memory); each parameter is tagged by a one-element tensor of its number."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
     from riffmask.train.single_file import unet_to_original, vae_to_original
 
     with torch.device("meta"):

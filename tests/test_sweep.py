@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from conftest import tone
 from PIL import Image
-from riffmask.metrics import stats, sweep
-from riffmask.metrics.results import read_csv, write_csv
 
 from riffmask import cli
 from riffmask.core.audio import write_wav
+from riffmask.metrics import stats, sweep
+from riffmask.metrics.results import read_csv, write_csv
 
 # A 64 x 64 spectrogram, a few steps, quick decodes: the tiny model's scale.
 SMALL = ["window=64", "overlap=0", "num_frequencies=64", "steps=2", "guidance=1.0", "griffin_lim_iters=2", "device=cpu"]

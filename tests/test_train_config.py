@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from riffmask.train import checkpoint, data
-from riffmask.train.config import TrainConfig
-from riffmask.train.schedule import Phase, Schedule, lr_factor
 
 from riffmask.cli import main as riffmask_main
 from riffmask.common.config import ConfigError, find_config, load_config
+from riffmask.train import checkpoint, data
+from riffmask.train.config import TrainConfig
+from riffmask.train.schedule import Phase, Schedule, lr_factor
 
 RECIPES = ("t4_full_8bit", "t4_lora", "a100_full", "cpu_smoke")
 

@@ -9,11 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import test_train_support as support
-from riffmask.train.config import TrainConfig
 from test_train_support import RES, overrides, run_train
 
 from riffmask.cli import main as riffmask_main
 from riffmask.common.config import build_config, save_config
+from riffmask.train.config import TrainConfig
 
 TOKEN = "hf_testtoken_never_written_0123456789"
 prepared_dir = support.prepared_dir  # the shared session fixture

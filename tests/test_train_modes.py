@@ -7,9 +7,10 @@ import json
 import numpy as np
 import test_train_support as support
 import torch
+from test_train_support import RES, overrides, run_train, unet_weights
+
 from riffmask.train import data
 from riffmask.train.dreambooth import diffusion_losses
-from test_train_support import RES, overrides, run_train, unet_weights
 
 prepared_dir = support.prepared_dir  # the shared session fixture
 
@@ -17,8 +18,9 @@ prepared_dir = support.prepared_dir  # the shared session fixture
 def _fixed_loss(unet, model_dir, dataset) -> float:
     """Loss of ``unet`` on every training clip with fixed noise and timesteps."""
     from diffusers import AutoencoderKL, DDPMScheduler
-    from riffmask.data_prep.dataset import load_prepared
     from transformers import CLIPTextModel, CLIPTokenizer
+
+    from riffmask.data_prep.readers import load_prepared
 
     rows = list(load_prepared(dataset)["train"])
     vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae")
@@ -35,9 +37,11 @@ def _fixed_loss(unet, model_dir, dataset) -> float:
 def _generate_with_riffmask(model, lora=None) -> None:
     """Load with `riffmask generate`'s loader and make one short clip from a tone."""
     from conftest import tone
-    from riffmask.infer.generate import GenerateConfig, generate_sound, load_pipeline
 
     from riffmask.common.config import build_config
+    from riffmask.infer.config import GenerateConfig
+    from riffmask.infer.generate import generate_sound
+    from riffmask.infer.load import load_pipeline
 
     cfg = build_config(GenerateConfig, ("test", {"model": str(model), "lora": [str(lora)] if lora else [],
                                                  "steps": 2, "window": RES, "overlap": 16, "num_frequencies": RES,

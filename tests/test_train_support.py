@@ -31,7 +31,8 @@ def one_thread():
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory) -> Path:
     """A real `riffmask prep` output of the built-in synthetic genres, 64x64 clips, both splits filled."""
-    from riffmask.data_prep.dataset import PrepConfig, prepare_dataset
+    from riffmask.data_prep.config import PrepConfig
+    from riffmask.data_prep.dataset import prepare_dataset
     from riffmask.data_prep.synth import write_builtin_genres
 
     root = tmp_path_factory.mktemp("train_data")
@@ -52,9 +53,8 @@ def overrides(dataset: Path, model: Path, out: Path, **extra) -> dict:
 
 
 def make_config(**values):
-    from riffmask.train.config import TrainConfig
-
     from riffmask.common.config import build_config
+    from riffmask.train.config import TrainConfig
 
     return build_config(TrainConfig, ("test", values))
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from riffmask.data_prep.dataset import dataset_fingerprint
 
 from riffmask.common.config import ConfigError
 from riffmask.common.io import write_json_atomic
+from riffmask.data_prep.readers import dataset_fingerprint
 
 #: Streams of the sample generator: instance clips, class (prior) clips, held-out validation clips.
 INSTANCE, CLASS, HELD_OUT = 0, 1, 2

@@ -24,14 +24,14 @@ if __package__ in (None, ""):
     sys.path.pop(0)
 
 import torch
-from riffmask.data_prep.dataset import dataset_fingerprint, load_prepared
+
+from riffmask.common.config import ConfigError, config_dict, load_config, save_config
+from riffmask.data_prep.readers import dataset_fingerprint, load_prepared
 from riffmask.train import checkpoint, data, lora
 from riffmask.train.config import TrainConfig
 from riffmask.train.loss import per_sample_loss, training_target
 from riffmask.train.models import load_models, make_optimizer, place, trainable_names, weight_dtype
 from riffmask.train.schedule import Schedule, lr_factor
-
-from riffmask.common.config import ConfigError, config_dict, load_config, save_config
 
 log = logging.getLogger("riffmask.train")
 TRAINING_LOG = "training_log.jsonl"
@@ -202,7 +202,7 @@ def _train(cfg: TrainConfig) -> Path:
             checkpoint.save_checkpoint(accelerator, out / "checkpoints", done,
                                        {"dataset_fingerprint": fingerprint}, cfg.checkpoints_total_limit)
         if validator is not None and (done % cfg.validation_steps == 0 or done == cfg.max_train_steps):
-            logs.update(validator.run(done, accelerator, unwrap(accelerator, unet), text_encoder, vae))
+            logs.update(validator.run(done, accelerator, accelerator.unwrap_model(unet), text_encoder, vae))
         if device.type == "cuda":  # the run's peak so far, validation included: whether a recipe fits a card
             logs["gpu_memory_gib"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
         if accelerator.is_main_process:
@@ -212,7 +212,7 @@ def _train(cfg: TrainConfig) -> Path:
 
     # ---------------------------------------------------------------- 6. outputs
     if accelerator.is_main_process:
-        unet_out, te_out = unwrap(accelerator, unet), unwrap(accelerator, text_encoder)
+        unet_out, te_out = accelerator.unwrap_model(unet), accelerator.unwrap_model(text_encoder)
         if cfg.mode == "lora":
             lora.save_lora(out, unet_out, te_out, cfg.train_text_encoder, cfg.alpha, cfg.kohya_export)
         else:
@@ -242,10 +242,6 @@ def diffusion_losses(batches, unet, text_encoder, noise_scheduler, prediction_ty
     target = training_target(noise_scheduler, latents, noise, timesteps, prediction_type)
     losses = per_sample_loss(pred, target, timesteps, noise_scheduler, prediction_type, snr_gamma)
     return list(losses.split([len(b.timesteps) for _, b in batches]))
-
-
-def unwrap(accelerator, model):
-    return accelerator.unwrap_model(model)
 
 
 def save_pipeline(cfg: TrainConfig, out: Path, unet, text_encoder, prediction_type: str) -> None:

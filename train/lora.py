@@ -73,8 +73,9 @@ def _inference_config(model) -> dict:
 def save_kohya(path: Path, unet_state: dict, te_state: dict | None, alpha: float) -> Path:
     """Kohya/A1111 format. diffusers' converter writes alpha = rank; we store the alpha that trained."""
     from diffusers.utils import convert_state_dict_to_kohya
-    from riffmask.train.single_file import clip_name
     from safetensors.torch import save_file
+
+    from riffmask.train.single_file import clip_name
 
     peft_state = {f"unet.{k}": v for k, v in unet_state.items()}
     peft_state.update({f"text_encoder.{clip_name(k)}": v for k, v in (te_state or {}).items()})

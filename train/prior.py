@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from riffmask.data_prep.dataset import load_prepared
 
 from riffmask.core.codec import load_image, save_image
+from riffmask.data_prep.readers import load_prepared
 
 CLASS_SEED = 2024
 

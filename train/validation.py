@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from riffmask.train import data
-from riffmask.train.loss import per_sample_loss, training_target
 
 from riffmask.common.config import build_config
 from riffmask.core.audio import load_audio, write_wav
 from riffmask.core.codec import save_image
+from riffmask.train import data
+from riffmask.train.loss import per_sample_loss, training_target
 
 
 class Validator:

@@ -62,7 +62,9 @@ def generate_command(args: argparse.Namespace) -> int:
 
     from riffmask.common.config import save_config
     from riffmask.common.errors import RiffmaskError
-    from riffmask.infer.generate import GenerateConfig, expand_inputs, generate_files, load_pipeline
+    from riffmask.infer.config import GenerateConfig
+    from riffmask.infer.files import expand_inputs, generate_files
+    from riffmask.infer.load import load_pipeline
 
     patterns = list(args.inputs)
     with tempfile.TemporaryDirectory() as tmp:

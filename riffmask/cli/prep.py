@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from riffmask.common.config import add_config_arguments, config_from_args
-from riffmask.data_prep.dataset import PrepConfig
+from riffmask.data_prep.config import PrepConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -135,11 +135,6 @@ def stft(audio: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
     return stft_frames(audio, params).transpose(-1, -2)
 
 
-def mel_from_linear(magnitude: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
-    """Mel magnitudes (…, n_mels, frames) of linear magnitudes (…, n_stft, frames)."""
-    return _mel_of_frames(magnitude.transpose(-1, -2), params)
-
-
 def _mel_of_frames(frames: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
     used, fb_t = _band(params)
     lead, n = frames.shape[:-2], frames.shape[-2]

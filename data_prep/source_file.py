@@ -1,0 +1,147 @@
+"""One source file -> its clips (PNG + WAV) and its manifest, in the main process or a pool worker.
+
+Crash safety: every file is written atomically; a source file counts as done only once its manifest
+(``.riffmask/sources/<key>.json``, holding its clip records) exists, and it is written after the clips.
+Clip names are deterministic, so redoing a file interrupted half-way overwrites the same names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from riffmask.common.io import inside, safe_stem, write_json_atomic
+from riffmask.core.audio import AudioError, load_audio, write_wav
+from riffmask.core.params import SpectrogramParams
+from riffmask.data_prep.clips import cut_clips, rms_db
+from riffmask.data_prep.config import PrepConfig
+from riffmask.data_prep.readers import STATE_DIR
+from riffmask.data_prep.sources import Source
+
+log = logging.getLogger(__name__)
+
+
+def clip_id(source: Source, index: int) -> str:
+    """Stable, unique and file-name-safe: genre, file stem, a hash of the path, clip number."""
+    return f"{safe_stem(source.genre)}-{safe_stem(Path(source.rel).stem)[:40]}-{source.key[:8]}-{index:04d}"
+
+
+def _probe_rate(path: Path) -> int:
+    try:
+        return sf.info(str(path)).samplerate
+    except Exception as exc:  # libsndfile raises several types for files it cannot parse
+        raise AudioError(path, f"not a readable audio file ({exc})") from None
+
+
+def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, Any]:
+    """Cut one file into clips, write their PNG + WAV, then its manifest (the done-marker).
+
+    Unusable files (:class:`AudioError`) get a manifest saying why, so a rerun does not read them again.
+    """
+    from riffmask.core.codec import image_from_mel, max_volume_of, mel_spectrogram, save_image
+
+    manifest: dict[str, Any] = {"source": source.rel, "genre": source.genre, "signature": source.signature()}
+    split = source.split(cfg.validation_fraction, cfg.split_seed)
+    params = cfg.params
+    try:
+        rate = _probe_rate(source.path)
+        if rate < cfg.min_sample_rate:
+            raise AudioError(source.path, f"sample rate {rate} Hz is below min_sample_rate {cfg.min_sample_rate}")
+        audio = load_audio(source.path, params.sample_rate)
+        min_tail = int(cfg.min_tail_fraction * cfg.clip_samples)
+        if len(audio) < min_tail:
+            raise AudioError(
+                source.path,
+                f"too short ({len(audio) / params.sample_rate:.2f} s < {min_tail / params.sample_rate:.2f} s)",
+            )
+    except AudioError as exc:
+        manifest.update(status="rejected", reason=exc.problem, clips=[], dropped=[], seconds=0.0)
+        write_json_atomic(manifest_path(out_dir, source), manifest)
+        return manifest
+    records, dropped = [], []
+    for clip in cut_clips(audio, cfg.clip_samples, cfg.hop_samples, min_tail):
+        offset = round(clip.start / params.sample_rate, 4)
+        level = rms_db(clip.audio[: clip.length])
+        if level < cfg.silence_db:
+            dropped.append({"offset": offset, "reason": "near-silent", "rms_db": round(max(level, -200.0), 1)})
+            continue
+        mel = mel_spectrogram(clip.audio, params)
+        max_volume = max_volume_of(mel, cfg.mode, params.power_for_image)
+        name = clip_id(source, clip.index)
+        save_image(
+            image_from_mel(mel, params, cfg.mode, max_volume),
+            inside(out_dir / split, f"{name}.png"),
+            cfg.png_compress_level,
+        )
+        write_wav(inside(out_dir / split, f"{name}.wav"), clip.audio, params.sample_rate)
+        records.append(
+            {
+                "id": name,
+                "split": split,
+                "genre": source.genre,
+                "source": source.rel,
+                "offset": offset,
+                "max_volume": max_volume,
+                "image": f"{split}/{name}.png",
+                "audio": f"{split}/{name}.wav",
+            }
+        )
+    manifest.update(status="done", clips=records, dropped=dropped, seconds=len(audio) / params.sample_rate)
+    write_json_atomic(manifest_path(out_dir, source), manifest)
+    return manifest
+
+
+def manifest_path(out_dir: Path, source: Source) -> Path:
+    return out_dir / STATE_DIR / "sources" / f"{source.key}.json"
+
+
+def read_manifest(out_dir: Path, source: Source) -> dict[str, Any] | None:
+    """The manifest of a source if it is complete and matches the file as it is now."""
+    path = manifest_path(out_dir, source)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if manifest.get("source") != source.rel or manifest.get("signature") != source.signature():
+        return None
+    return manifest
+
+
+def warm_codec(params: SpectrogramParams) -> None:
+    """Build the codec's filter banks (cached per process) now, e.g. before forking workers."""
+    from riffmask.core.codec import mel_spectrogram
+
+    mel_spectrogram(np.zeros(params.n_fft, np.float32), params)
+
+
+def init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def prepare_task(task: tuple[Source, PrepConfig, Path]) -> dict[str, Any]:
+    """:func:`prepare_source`, turning an unexpected failure into a report entry instead of a crash.
+
+    Such a file gets no manifest, so the next run tries it again.
+    """
+    source = task[0]
+    try:
+        return prepare_source(*task)
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+        log.exception("unexpected failure on %s", source.rel)
+        reason = f"unexpected error, will retry next run ({type(exc).__name__}: {exc})"
+        return {
+            "source": source.rel,
+            "genre": source.genre,
+            "status": "failed",
+            "reason": reason,
+            "clips": [],
+            "dropped": [],
+            "seconds": 0.0,
+        }

@@ -1,0 +1,134 @@
+"""Loading a checkpoint for generation: a Hub id, a diffusers folder or one .safetensors file, plus LoRAs,
+scheduler, device and dtype, as a :class:`~riffmask.infer.pipeline.MaskedRiffusionPipeline`.
+
+Pickle weights are refused unless ``allow_pickle``; nothing is ever downloaded with remote code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from riffmask.common.errors import RiffmaskError
+from riffmask.infer.config import GenerateConfig
+
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+def pick_device(device: str | None, dtype: str | None) -> tuple[str, Any]:
+    """(device, torch dtype): CUDA in fp16 when present, else CPU in fp32, unless told otherwise."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = dtype or ("float16" if device.startswith("cuda") else "float32")
+    return device, getattr(torch, name)
+
+
+def _check_weights(path: Path, allow_pickle: bool, what: str) -> None:
+    """Refuse pickle weights unless allowed; pickle can run code when loaded."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
+    if allow_pickle or not files or any(p.suffix == ".safetensors" for p in files):
+        return
+    raise RiffmaskError(
+        f"{path}: {what} has only pickle weights ({', '.join(sorted({p.suffix for p in files}))}); pickle can run "
+        "code when loaded, so it needs --allow-pickle (only for files you trust)"
+    )
+
+
+def _load_base(cfg: GenerateConfig, torch_dtype: Any):
+    """The checkpoint as a StableDiffusionPipeline without safety checker (never downloaded)."""
+    from diffusers import StableDiffusionPipeline
+
+    common = {"dtype": torch_dtype, "safety_checker": None, "feature_extractor": None}
+    source = Path(cfg.model).expanduser()
+    use_safetensors = None if cfg.allow_pickle else True
+    try:
+        if source.is_file():
+            _check_weights(source, cfg.allow_pickle, "checkpoint")
+            if source.suffix not in WEIGHT_SUFFIXES:
+                raise RiffmaskError(f"{source}: not a checkpoint file ({', '.join(WEIGHT_SUFFIXES)})")
+            # Pickle was refused above unless allowed; the file's suffix decides how it is read.
+            return StableDiffusionPipeline.from_single_file(str(source), config=cfg.single_file_config, **common)
+        if source.is_dir():
+            _check_weights(source, cfg.allow_pickle, "model folder")
+        return StableDiffusionPipeline.from_pretrained(
+            str(source) if source.is_dir() else cfg.model,
+            revision=cfg.revision,
+            use_safetensors=use_safetensors,
+            requires_safety_checker=False,
+            **common,
+        )
+    except RiffmaskError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise RiffmaskError(_load_hint(cfg, source, exc)) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _load_hint(cfg: GenerateConfig, source: Path, exc: Exception) -> str:
+    first = _first_line(exc)
+    if source.is_file():
+        return (
+            f"{source}: cannot load this single-file checkpoint ({first}). Its pipeline configs come from the "
+            "Hugging Face Hub, which may be unreachable: pass --single-file-config with a local diffusers "
+            "folder of the same architecture (e.g. a downloaded riffusion/riffusion-model-v1)"
+        )
+    if source.exists():
+        return f"{source}: not a loadable diffusers pipeline folder ({first})"
+    return (
+        f"cannot load model {cfg.model!r} ({first}). A Hub id needs the network or the Hugging Face cache; "
+        "otherwise pass a local diffusers folder or a .safetensors file"
+    )
+
+
+def _load_loras(pipe, cfg: GenerateConfig) -> None:
+    names = []
+    for k, ref in enumerate(cfg.lora):
+        path = Path(ref).expanduser()
+        kwargs: dict[str, Any] = {"adapter_name": f"lora_{k}"}
+        if not cfg.allow_pickle:
+            kwargs["use_safetensors"] = True
+        if path.exists():
+            _check_weights(path, cfg.allow_pickle, "LoRA")
+        if path.is_file():
+            ref, kwargs["weight_name"] = str(path.parent), path.name
+        try:
+            pipe.load_lora_weights(str(ref), **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RiffmaskError(f"{ref}: cannot load LoRA ({_first_line(exc)})") from None
+        names.append(kwargs["adapter_name"])
+    if names:
+        scales = cfg.lora_scale or [1.0]
+        pipe.set_adapters(names, adapter_weights=scales * len(names) if len(scales) == 1 else scales)
+
+
+def set_scheduler(pipe, name: str | None) -> None:
+    """Swap in a diffusers scheduler by class name, configured from the checkpoint's own."""
+    if not name:
+        return
+    import diffusers
+    from diffusers import SchedulerMixin
+
+    cls = getattr(diffusers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+        known = sorted(n for n in dir(diffusers) if n.endswith("Scheduler") and "Flow" not in n)
+        raise RiffmaskError(f"unknown scheduler {name!r}; diffusers offers: {', '.join(known)}")
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+
+
+def load_pipeline(cfg: GenerateConfig):
+    """A ready :class:`MaskedRiffusionPipeline` for ``cfg``: model, LoRAs, scheduler, device and dtype."""
+    from riffmask.infer.pipeline import MaskedRiffusionPipeline
+
+    device, torch_dtype = pick_device(cfg.device, cfg.dtype)
+    base = _load_base(cfg, torch_dtype)
+    pipe = MaskedRiffusionPipeline(**{name: base.components[name] for name in MaskedRiffusionPipeline.component_names})
+    pipe.register_to_config(_name_or_path=base.name_or_path)
+    _load_loras(pipe, cfg)
+    set_scheduler(pipe, cfg.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
