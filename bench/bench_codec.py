@@ -17,9 +17,13 @@ import torch
 from bench.common import best_of, real_sounds, write_result
 from riffmask.core import codec
 from riffmask.core.audio import load_audio
+from riffmask.core.decode import DEFAULT_ITERATIONS, DecodeConfig, decode, image_to_audio
 from riffmask.core.params import PAPER_CLIP_SAMPLES, SpectrogramParams
 
 P = SpectrogramParams()
+
+
+KNOWN_PHASE = DecodeConfig(phase_start="input")
 
 
 def reference_forward(audio: np.ndarray) -> torch.Tensor:
@@ -62,10 +66,10 @@ def main() -> None:
         row["encode_s"], _ = best_of(lambda a=audio: codec.audio_to_image(a, P))
         variants = {
             "reference": lambda m=mel: reference_inverse(m),
-            "ours": lambda im=image: codec.image_to_audio(im),
-            "ours_6": lambda im=image: codec.image_to_audio(im, n_iter=6),
-            "ours_32": lambda im=image: codec.image_to_audio(im, n_iter=32),
-            "ours_known_phase": lambda im=image, a=audio: codec.image_to_audio(im, init_audio=a),
+            "ours": lambda im=image: image_to_audio(im),
+            "ours_6": lambda im=image: image_to_audio(im, DecodeConfig(iterations=6)),
+            "ours_32": lambda im=image: image_to_audio(im, DecodeConfig(iterations=32)),
+            "ours_known_phase": lambda im=image, a=audio: image_to_audio(im, KNOWN_PHASE, known_audio=a),
         }
         for name, fn in variants.items():
             row[f"decode_{name}_s"], _ = best_of(fn, repeat=2)
@@ -75,7 +79,7 @@ def main() -> None:
 
     images = [codec.audio_to_image(load_audio(p)[:PAPER_CLIP_SAMPLES], P) for p in real_sounds()]
     mels = torch.stack([torch.from_numpy(codec.mel_from_image(im)[0]) for im in images])
-    batched, _ = best_of(lambda: codec.mel_to_audio(mels, P), repeat=2)
+    batched, _ = best_of(lambda: decode(mels, P), repeat=2)
 
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in rows]))
@@ -94,7 +98,7 @@ def main() -> None:
         "convergence_ours_6": mean("convergence_ours_6"),
         "convergence_ours_known_phase": mean("convergence_ours_known_phase"),
         "convergence_ref": mean("convergence_reference"),
-        "default_iterations": codec.DEFAULT_ITERATIONS,
+        "default_iterations": DEFAULT_ITERATIONS["pghi"],
     }
     print(summary)
     write_result("codec", {"summary": summary, "per_sound": rows})

@@ -70,10 +70,10 @@ def main(minutes: float = 10.0) -> None:
         seconds = write_mp3s(root, minutes)
         runs = {}
         start = time.perf_counter()
-        warm_codec(load_config(PrepConfig, "prep").params)  # once per run (filter banks): timed apart
+        warm_codec(load_config(PrepConfig, "paper").params)  # once per run (filter banks): timed apart
         warmup = time.perf_counter() - start
         for num_proc in (1, 2):
-            cfg = load_config(PrepConfig, "prep", [f"num_proc={num_proc}"])
+            cfg = load_config(PrepConfig, "paper", [f"num_proc={num_proc}"])
             start = time.perf_counter()
             result = prepare_dataset(root, Path(tmp) / f"out{num_proc}", cfg, progress=False)
             took = time.perf_counter() - start

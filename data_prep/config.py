@@ -1,23 +1,24 @@
-"""``PrepConfig``: every option of ``riffmask prep`` (``configs/prep.yaml``)."""
+"""``PrepConfig``: every option of ``riffmask prep`` (preset: ``configs/prep/paper.yaml``)."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from riffmask.common.config import ConfigError, option
-from riffmask.core.params import SpectrogramParams
+from riffmask.core.params import SpectrogramOptions, SpectrogramParams
 from riffmask.data_prep.sources import format_caption
 
 
 @dataclass
 class PrepConfig:
-    """Options of ``riffmask prep`` (configs/prep.yaml)."""
+    """Options of ``riffmask prep`` (configs/prep/paper.yaml)."""
+
+    PRESETS: ClassVar[str] = "prep"
 
     width: int = option(512, help="image width in pixels = clip length in 10 ms frames (512 = 5.11 s)")
-    num_frequencies: int = option(512, help="mel bands = image height")
-    mode: Literal["paper", "riffusion"] = option("paper", help="pixel scaling: paper (ceil) or riffusion")
+    spectrogram: SpectrogramOptions = field(default_factory=SpectrogramOptions)
     hop_seconds: float | None = option(
         None, help="start-to-start distance of clips; unset: clip length minus overlap_seconds"
     )
@@ -39,8 +40,8 @@ class PrepConfig:
     num_proc: int = option(1, help="worker processes preparing files in parallel")
 
     def validate(self) -> None:
-        if self.width < 2 or self.num_frequencies < 1:
-            raise ConfigError("width must be >= 2 and num_frequencies >= 1")
+        if self.width < 2:
+            raise ConfigError(f"width: at least 2 px, got {self.width}")
         if self.hop_seconds is not None and self.overlap_seconds:
             raise ConfigError("set hop_seconds or overlap_seconds, not both")
         if not 0 <= self.overlap_seconds < self.clip_seconds:
@@ -64,7 +65,7 @@ class PrepConfig:
 
     @property
     def params(self) -> SpectrogramParams:
-        return SpectrogramParams(num_frequencies=self.num_frequencies)
+        return self.spectrogram.params
 
     @property
     def clip_samples(self) -> int:

@@ -71,10 +71,10 @@ def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, 
             dropped.append({"offset": offset, "reason": "near-silent", "rms_db": round(max(level, -200.0), 1)})
             continue
         mel = mel_spectrogram(clip.audio, params)
-        max_volume = max_volume_of(mel, cfg.mode, params.power_for_image)
+        max_volume = max_volume_of(mel, cfg.spectrogram.spectrogram_mode, params.power_for_image)
         name = clip_id(source, clip.index)
         save_image(
-            image_from_mel(mel, params, cfg.mode, max_volume),
+            image_from_mel(mel, params, cfg.spectrogram.spectrogram_mode, max_volume),
             inside(out_dir / split, f"{name}.png"),
             cfg.png_compress_level,
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from riffmask.common.config import config_dict
+from riffmask.common.config import config_dict, replace_options
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import safe_stem, write_json_atomic
 from riffmask.core.audio import AUDIO_EXTENSIONS, load_audio, write_wav
@@ -86,7 +86,7 @@ def model_revision(pipe, cfg: GenerateConfig) -> str | None:
     path = Path(pipe.name_or_path or "")
     if path.parent.name == "snapshots":
         return path.name
-    return cfg.revision
+    return cfg.checkpoint.revision
 
 
 def item_sidecar(gen: Generation, cfg: GenerateConfig, source: Path, name: str, seconds: float, pipe) -> dict:
@@ -94,19 +94,19 @@ def item_sidecar(gen: Generation, cfg: GenerateConfig, source: Path, name: str, 
     import diffusers
     import torch
 
-    item_cfg = dataclasses.replace(cfg, prompt=[gen.prompt], seed=gen.seed, num_variations=1)
+    item_cfg = replace_options(cfg, prompt=[gen.prompt], seed=gen.seed, num_variations=1)
     return {
         "input": str(source),
         "prompt": gen.prompt,
         "seed": gen.seed,
-        "model": cfg.model,
+        "model": cfg.checkpoint.model,
         "revision": model_revision(pipe, cfg),
         "scheduler": {"class": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
         "device": str(pipe.device),
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "seconds": round(seconds, 3),
         "model_seconds": round(gen.model_seconds, 3),
-        "input_seconds": round(len(gen.input_audio) / cfg.spectrogram_params.sample_rate, 3),
+        "input_seconds": round(len(gen.input_audio) / cfg.spectrogram.params.sample_rate, 3),
         "image_size": list(gen.output_image.size),
         "versions": {"diffusers": diffusers.__version__, "torch": torch.__version__},
         "files": {k: v for k, v in item_files(name).items() if k != "sidecar"},
@@ -130,14 +130,14 @@ def write_item(gen: Generation, out_dir: Path, name: str, sidecar: dict) -> None
 
 def generate_files(pipe, inputs: list[Path], cfg: GenerateConfig) -> RunSummary:
     """Run every input; one failing input is recorded and the others go on. Writes summary.json."""
-    out_dir = Path(cfg.out)
+    out_dir = Path(cfg.output.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()
     names = output_names(inputs)
     for source in inputs:
-        all_names = item_names(names[source], len(cfg.items()))
+        all_names = item_names(names[source], len(cfg.sampling.items()))
         existing = [n for n in all_names if any((out_dir / f).exists() for f in item_files(n).values())]
-        if existing and not cfg.overwrite:
+        if existing and not cfg.output.overwrite:
             summary.skipped += [{"item": n, "reason": "outputs exist (use --overwrite)"} for n in existing]
             if len(existing) == len(all_names):
                 continue
@@ -151,7 +151,7 @@ def generate_files(pipe, inputs: list[Path], cfg: GenerateConfig) -> RunSummary:
             continue
         seconds = (time.perf_counter() - started) / len(generations)
         for name, gen in zip(all_names, generations, strict=True):
-            if name in existing and not cfg.overwrite:
+            if name in existing and not cfg.output.overwrite:
                 continue
             write_item(gen, out_dir, name, item_sidecar(gen, cfg, source, name, seconds, pipe))
             summary.done.append(name)
@@ -162,7 +162,7 @@ def generate_files(pipe, inputs: list[Path], cfg: GenerateConfig) -> RunSummary:
 
 def read_part(source: Path, cfg: GenerateConfig) -> np.ndarray:
     """The part of ``source`` that ``cfg`` selects (``start``, ``duration``, capped at ``max_seconds``)."""
-    duration = cfg.duration
-    if cfg.max_seconds is not None:
-        duration = min(duration or math.inf, cfg.max_seconds)
-    return load_audio(source, cfg.spectrogram_params.sample_rate, start=cfg.start, duration=duration)
+    duration = cfg.input.duration
+    if cfg.input.max_seconds is not None:
+        duration = min(duration or math.inf, cfg.input.max_seconds)
+    return load_audio(source, cfg.spectrogram.params.sample_rate, start=cfg.input.start, duration=duration)

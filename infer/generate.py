@@ -16,14 +16,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from riffmask.common.errors import RiffmaskError
 from riffmask.core.audio import peak_normalize
-from riffmask.core.codec import audio_to_image, mel_from_image, mel_to_audio, with_exif
+from riffmask.core.codec import audio_to_image, mel_from_image, with_exif
+from riffmask.core.decode import DecodeConfig, decode
 from riffmask.core.params import SpectrogramParams
 from riffmask.infer.config import GenerateConfig
 from riffmask.infer.mask import make_mask
@@ -45,8 +45,8 @@ class Generation:
 
 def padded_width(num_samples: int, cfg: GenerateConfig) -> int:
     """Image width for a sound: its frames, at least one window, rounded up to the VAE's multiple of 8."""
-    frames = cfg.spectrogram_params.frames_for(num_samples)
-    return max(cfg.window, 8 * math.ceil(frames / 8))
+    frames = cfg.spectrogram.params.frames_for(num_samples)
+    return max(cfg.sampling.window, 8 * math.ceil(frames / 8))
 
 
 def _pad_to_width(audio: np.ndarray, width: int, params: SpectrogramParams) -> np.ndarray:
@@ -60,7 +60,7 @@ def _fit(audio: np.ndarray, length: int) -> np.ndarray:
 
 
 def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generation]:
-    """Music from mono 44.1 kHz ``audio`` (already cut to the part to process), one per ``cfg.items()``.
+    """Music from mono 44.1 kHz ``audio`` (already cut to the part to process), one per ``cfg.sampling.items()``.
 
     All items go through the UNet as one batch. Used by ``riffmask generate``, the sweep and
     training validation.
@@ -69,13 +69,13 @@ def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generat
 
     if audio.size == 0:
         raise RiffmaskError("no audio to process")
-    params = cfg.spectrogram_params
+    params = cfg.spectrogram.params
     width = padded_width(len(audio), cfg)
     padded = _pad_to_width(audio, width, params)
-    image = audio_to_image(padded, params, cfg.spectrogram_mode)
-    mask = make_mask(image, cfg.mask_params)
-    items = cfg.items()
-    wide = width > cfg.window
+    image = audio_to_image(padded, params, cfg.spectrogram.spectrogram_mode)
+    mask = make_mask(image, cfg.mask)
+    items = cfg.sampling.items()
+    wide = width > cfg.sampling.window
     # Wide images: the VAE encodes/decodes in blended tiles (its attention would not fit otherwise).
     (pipe.vae.enable_tiling if wide else pipe.vae.disable_tiling)()
     started = time.perf_counter()
@@ -83,29 +83,31 @@ def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generat
         prompt=[p for p, _ in items],
         image=image,
         mask_image=mask,
-        strength=cfg.strength,
-        num_inference_steps=cfg.steps,
-        guidance_scale=cfg.guidance,
-        negative_prompt=[cfg.negative_prompt] * len(items) if cfg.negative_prompt else None,
+        strength=cfg.sampling.strength,
+        num_inference_steps=cfg.sampling.steps,
+        guidance_scale=cfg.sampling.guidance,
+        negative_prompt=[cfg.sampling.negative_prompt] * len(items) if cfg.sampling.negative_prompt else None,
         generator=[torch.Generator().manual_seed(s) for _, s in items],
-        window_width=cfg.window if wide else None,
-        window_overlap=cfg.overlap,
-        windows_per_batch=cfg.windows_per_batch,
+        window_width=cfg.sampling.window if wide else None,
+        window_overlap=cfg.sampling.overlap,
+        windows_per_batch=cfg.sampling.windows_per_batch,
         output_type="pil",
     ).images
     model_seconds = (time.perf_counter() - started) / len(items)
     outputs = [with_exif(im.convert("RGB"), image) for im in result]
-    music = decode_images(outputs, padded if cfg.phase_init == "input" else None, cfg.griffin_lim_iters)
+    music = decode_images(outputs, cfg.decode, known_audio=padded)
     return [
         Generation(p, s, image, mask, out, audio, peak_normalize(_fit(m, len(audio))), model_seconds)
         for (p, s), out, m in zip(items, outputs, music, strict=True)
     ]
 
 
-def decode_images(images: list[Image.Image], init_audio: np.ndarray | None, n_iter: int | None) -> list[np.ndarray]:
-    """Audio of same-format spectrogram images, decoded together as one batch."""
+def decode_images(
+    images: list[Image.Image], cfg: DecodeConfig, known_audio: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Audio of same-format spectrogram images, decoded together as one batch.
+
+    ``known_audio``: the sound they were made from, used when ``cfg.phase_start`` is ``input``.
+    """
     mels, params = zip(*(mel_from_image(im) for im in images), strict=True)
-    kwargs: dict[str, Any] = {} if n_iter is None else {"n_iter": n_iter}
-    if init_audio is not None:
-        kwargs["init_audio"] = np.tile(init_audio, (len(images), 1))
-    return list(mel_to_audio(np.stack(mels), params[0], **kwargs))
+    return list(decode(np.stack(mels), params[0], cfg, known_audio if cfg.phase_start == "input" else None))

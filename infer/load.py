@@ -40,20 +40,21 @@ def _load_base(cfg: GenerateConfig, torch_dtype: Any):
     from diffusers import StableDiffusionPipeline
 
     common = {"dtype": torch_dtype, "safety_checker": None, "feature_extractor": None}
-    source = Path(cfg.model).expanduser()
-    use_safetensors = None if cfg.allow_pickle else True
+    source = Path(cfg.checkpoint.model).expanduser()
+    use_safetensors = None if cfg.checkpoint.allow_pickle else True
     try:
         if source.is_file():
-            _check_weights(source, cfg.allow_pickle, "checkpoint")
+            _check_weights(source, cfg.checkpoint.allow_pickle, "checkpoint")
             if source.suffix not in WEIGHT_SUFFIXES:
                 raise RiffmaskError(f"{source}: not a checkpoint file ({', '.join(WEIGHT_SUFFIXES)})")
             # Pickle was refused above unless allowed; the file's suffix decides how it is read.
-            return StableDiffusionPipeline.from_single_file(str(source), config=cfg.single_file_config, **common)
+            config = cfg.checkpoint.single_file_config
+            return StableDiffusionPipeline.from_single_file(str(source), config=config, **common)
         if source.is_dir():
-            _check_weights(source, cfg.allow_pickle, "model folder")
+            _check_weights(source, cfg.checkpoint.allow_pickle, "model folder")
         return StableDiffusionPipeline.from_pretrained(
-            str(source) if source.is_dir() else cfg.model,
-            revision=cfg.revision,
+            str(source) if source.is_dir() else cfg.checkpoint.model,
+            revision=cfg.checkpoint.revision,
             use_safetensors=use_safetensors,
             requires_safety_checker=False,
             **common,
@@ -80,20 +81,20 @@ def _load_hint(cfg: GenerateConfig, source: Path, exc: Exception) -> str:
     if source.exists():
         return f"{source}: not a loadable diffusers pipeline folder ({first})"
     return (
-        f"cannot load model {cfg.model!r} ({first}). A Hub id needs the network or the Hugging Face cache; "
+        f"cannot load model {cfg.checkpoint.model!r} ({first}). A Hub id needs the network or the Hugging Face cache; "
         "otherwise pass a local diffusers folder or a .safetensors file"
     )
 
 
 def _load_loras(pipe, cfg: GenerateConfig) -> None:
     names = []
-    for k, ref in enumerate(cfg.lora):
+    for k, ref in enumerate(cfg.checkpoint.lora):
         path = Path(ref).expanduser()
         kwargs: dict[str, Any] = {"adapter_name": f"lora_{k}"}
-        if not cfg.allow_pickle:
+        if not cfg.checkpoint.allow_pickle:
             kwargs["use_safetensors"] = True
         if path.exists():
-            _check_weights(path, cfg.allow_pickle, "LoRA")
+            _check_weights(path, cfg.checkpoint.allow_pickle, "LoRA")
         if path.is_file():
             ref, kwargs["weight_name"] = str(path.parent), path.name
         try:
@@ -102,7 +103,7 @@ def _load_loras(pipe, cfg: GenerateConfig) -> None:
             raise RiffmaskError(f"{ref}: cannot load LoRA ({_first_line(exc)})") from None
         names.append(kwargs["adapter_name"])
     if names:
-        scales = cfg.lora_scale or [1.0]
+        scales = cfg.checkpoint.lora_scale or [1.0]
         pipe.set_adapters(names, adapter_weights=scales * len(names) if len(scales) == 1 else scales)
 
 
@@ -124,11 +125,11 @@ def load_pipeline(cfg: GenerateConfig):
     """A ready :class:`MaskedRiffusionPipeline` for ``cfg``: model, LoRAs, scheduler, device and dtype."""
     from riffmask.infer.pipeline import MaskedRiffusionPipeline
 
-    device, torch_dtype = pick_device(cfg.device, cfg.dtype)
+    device, torch_dtype = pick_device(cfg.checkpoint.device, cfg.checkpoint.dtype)
     base = _load_base(cfg, torch_dtype)
     pipe = MaskedRiffusionPipeline(**{name: base.components[name] for name in MaskedRiffusionPipeline.component_names})
     pipe.register_to_config(_name_or_path=base.name_or_path)
     _load_loras(pipe, cfg)
-    set_scheduler(pipe, cfg.scheduler)
+    set_scheduler(pipe, cfg.checkpoint.scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

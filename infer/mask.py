@@ -9,6 +9,7 @@ result is bit-identical to the paper's notebook.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageEnhance
@@ -19,6 +20,8 @@ from riffmask.common.config import ConfigError, option
 @dataclass(frozen=True)
 class MaskParams:
     """Knobs of the mask creator; a negative value or ``None`` skips that step."""
+
+    PRESETS: ClassVar[str] = "mask"
 
     invert: float | None = option(1.0, help="blend factor towards the inverted image (1: fully inverted)")
     brightness: float | None = option(0.05, help="ImageEnhance.Brightness factor (low: only the loudest stay)")

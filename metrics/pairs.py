@@ -22,9 +22,10 @@ from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import inside
 from riffmask.core.audio import is_audio_file, load_audio
 from riffmask.core.codec import audio_to_image, load_image
+from riffmask.core.decode import DecodeConfig
 from riffmask.core.params import SpectrogramParams
 from riffmask.metrics.results import Row, summarize
-from riffmask.metrics.similarity import pair_metrics
+from riffmask.metrics.similarity import PAPER_DECODE, pair_metrics
 
 log = logging.getLogger(__name__)
 
@@ -140,18 +141,17 @@ def load_pair_images(pair: Pair, params: SpectrogramParams = SpectrogramParams()
 
 def evaluate_pairs(
     pairs: Sequence[Pair],
-    n_iter: int = 32,
+    decode: DecodeConfig = PAPER_DECODE,
     seed: int = 0,
     progress: Callable[[Pair], None] | None = None,
     params: SpectrogramParams = SpectrogramParams(),
-    phase_init: str = "random",
 ) -> tuple[list[Row], Row]:
     """SSIM and chroma per pair (a failing pair gets an ``error`` and the batch goes on)."""
     rows: list[Row] = []
     for pair in pairs:
         row: Row = {"name": pair.name, "input": str(pair.input_path), "output": str(pair.output_path)}
         try:
-            row.update(pair_metrics(*load_pair_images(pair, params), n_iter=n_iter, seed=seed, phase_init=phase_init))
+            row.update(pair_metrics(*load_pair_images(pair, params), decode, seed))
             row["error"] = ""
         except RiffmaskError as exc:  # names the unreadable file itself
             row.update({m: None for m in PAIR_METRICS}, error=str(exc))

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from riffmask.common.io import write_text_atomic
+from riffmask.core.decode import DecodeConfig
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,9 @@ def write_report(
 _PARAM_SKIP = ("files", "metrics")
 
 
-def items_from_generation(out_dir: str | os.PathLike, with_metrics: bool = True, n_iter: int = 32) -> list[ReportItem]:
+def items_from_generation(
+    out_dir: str | os.PathLike, with_metrics: bool = True, decode: DecodeConfig | None = None
+) -> list[ReportItem]:
     """One item per sidecar of a ``riffmask generate`` folder; SSIM and chroma computed when asked
     (and when the sidecar does not already carry ``metrics``)."""
     from riffmask.metrics.pairs import read_sidecars, sidecar_file
@@ -219,32 +222,32 @@ def items_from_generation(out_dir: str | os.PathLike, with_metrics: bool = True,
             metrics=dict(sidecar.get("metrics") or {}),
         )
         if with_metrics and not item.metrics and item.input_image and item.output_image:
-            item.metrics = _pair_metrics(item.input_image, item.output_image, n_iter)
+            item.metrics = _pair_metrics(item.input_image, item.output_image, decode)
         items.append(item)
     return items
 
 
-def _pair_metrics(input_image: ImageSource, output_image: ImageSource, n_iter: int) -> dict:
+def _pair_metrics(input_image: ImageSource, output_image: ImageSource, decode: DecodeConfig | None) -> dict:
     """SSIM and chroma of two images (files or in memory); ``{"error": ...}`` when they cannot be scored."""
     from riffmask.common.errors import RiffmaskError
     from riffmask.core.codec import load_image
-    from riffmask.metrics.similarity import pair_metrics
+    from riffmask.metrics.similarity import PAPER_DECODE, pair_metrics
 
     try:
         images = [im if isinstance(im, Image.Image) else load_image(im) for im in (input_image, output_image)]
-        return pair_metrics(*images, n_iter=n_iter)
+        return pair_metrics(*images, decode or PAPER_DECODE)
     except (RiffmaskError, ValueError) as exc:
         return {"error": str(exc)}
 
 
 def write_generation_report(
-    out_dir: str | os.PathLike, title: str | None = None, with_metrics: bool = True, n_iter: int = 32
+    out_dir: str | os.PathLike, title: str | None = None, with_metrics: bool = True, decode: DecodeConfig | None = None
 ) -> Path:
     """``out_dir/report.html`` for a ``riffmask generate`` output folder."""
     from riffmask.metrics.results import summarize
 
     out_dir = Path(out_dir)
-    items = items_from_generation(out_dir, with_metrics, n_iter)
+    items = items_from_generation(out_dir, with_metrics, decode)
     summary: dict[str, Any] = {}
     run = out_dir / "summary.json"
     if run.is_file():

@@ -10,16 +10,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from PIL import Image
 
-from riffmask.core.codec import image_to_audio
+from riffmask.core.decode import DecodeConfig, image_to_audio
 from riffmask.core.params import PAPER_DECODE_MAX_VOLUME
 
 SAMPLE_RATE = 44100
-PhaseInit = Literal["random", "pghi"]
+#: The paper's decoding for chroma: 32 Griffin-Lim iterations from a seeded random phase.
+PAPER_DECODE = DecodeConfig(phase_start="random")
 
 
 def grey(image: Image.Image) -> np.ndarray:
@@ -37,10 +36,10 @@ def ssim(input_image: Image.Image, output_image: Image.Image) -> float:
     return float(structural_similarity(a, b, data_range=255))
 
 
-def decode(image: Image.Image, n_iter: int = 32, seed: int = 0, phase_init: PhaseInit = "random") -> np.ndarray:
-    """Griffin-Lim audio of a spectrogram image, decoded the way the paper does for every image
-    (random start phase, as torchaudio's GriffinLim; ``"pghi"`` starts from the codec's estimate)."""
-    return image_to_audio(image, n_iter=n_iter, max_volume=PAPER_DECODE_MAX_VOLUME, seed=seed, phase_init=phase_init)
+def decode(image: Image.Image, cfg: DecodeConfig = PAPER_DECODE, seed: int = 0) -> np.ndarray:
+    """Audio of a spectrogram image at the paper's fixed volume, decoded the way the paper does for every
+    image by default (random start phase, as torchaudio's GriffinLim, 32 iterations)."""
+    return image_to_audio(image, cfg, max_volume=PAPER_DECODE_MAX_VOLUME, seed=seed)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,20 +68,19 @@ def chroma_similarity(input_audio: np.ndarray, output_audio: np.ndarray, sr: int
     return chroma_cosine(chroma(input_audio, sr), chroma(output_audio, sr))
 
 
-def image_chroma(image: Image.Image, n_iter: int = 32, seed: int = 0, phase_init: PhaseInit = "random") -> np.ndarray:
+def image_chroma(image: Image.Image, cfg: DecodeConfig = PAPER_DECODE, seed: int = 0) -> np.ndarray:
     """Chromagram of a spectrogram image's reconstruction (reusable against many outputs)."""
-    return chroma(decode(image, n_iter, seed, phase_init))
+    return chroma(decode(image, cfg, seed))
 
 
 def pair_metrics(
     input_image: Image.Image,
     output_image: Image.Image,
-    n_iter: int = 32,
+    cfg: DecodeConfig = PAPER_DECODE,
     seed: int = 0,
-    phase_init: PhaseInit = "random",
 ) -> dict[str, float]:
     """``{"ssim": ..., "chroma": ...}`` of one input/output spectrogram pair (SPEC §4)."""
     score = ssim(input_image, output_image)
-    a, b = (image_chroma(im, n_iter, seed, phase_init) for im in (input_image, output_image))
+    a, b = (image_chroma(im, cfg, seed) for im in (input_image, output_image))
     similarity = chroma_cosine(a, b)
     return {"ssim": score, "chroma": similarity}

@@ -14,7 +14,6 @@ Layout: ``OUT/sweep.csv``, ``OUT/summary.json``, ``OUT/sweep_<param>.png``, ``OU
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
@@ -22,9 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from riffmask.common.config import replace_options
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import safe_stem
+from riffmask.core.decode import DecodeConfig
 from riffmask.metrics.results import Row, read_csv, write_csv
+from riffmask.metrics.similarity import PAPER_DECODE
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def combination_id(combo: dict[str, Any]) -> str:
 def _config_for(cfg, combo: dict[str, Any], prompt: str):
     changes = {k: v for k, v in combo.items() if k in SWEPT}
     changes.update(ABLATION[combo["variant"]] if "variant" in combo else {})
-    return dataclasses.replace(cfg, prompt=[prompt], num_variations=1, **changes)
+    return replace_options(cfg, prompt=[prompt], num_variations=1, **changes)
 
 
 def run_sweep(
@@ -77,7 +79,7 @@ def run_sweep(
     swept: dict[str, list],
     out_dir: str | os.PathLike,
     ablation: bool = False,
-    n_iter: int = 32,
+    chroma_decode: DecodeConfig = PAPER_DECODE,
     save_items: bool = True,
     pipe=None,
 ) -> list[Row]:
@@ -102,7 +104,11 @@ def run_sweep(
     sources = expand_inputs([str(p) for p in inputs])
     names = output_names(sources)
     todo = [
-        (s, p, c) for s in sources for p in cfg.prompt for c in combos if (names[s], p, combination_id(c)) not in done
+        (s, p, c)
+        for s in sources
+        for p in cfg.sampling.prompt
+        for c in combos
+        if (names[s], p, combination_id(c)) not in done
     ]
     log.info("sweep: %d combinations done before, %d to do", len(done), len(todo))
     if todo and pipe is None:
@@ -124,10 +130,10 @@ def run_sweep(
                 try:
                     gen = generate_sound(pipe, audio, item_cfg)[0]
                     if reference is None:  # the input image is the same for every combination
-                        reference = image_chroma(gen.input_image, n_iter)
+                        reference = image_chroma(gen.input_image, chroma_decode)
                     scores = {
                         "ssim": ssim(gen.input_image, gen.output_image),
-                        "chroma": chroma_cosine(reference, image_chroma(gen.output_image, n_iter)),
+                        "chroma": chroma_cosine(reference, image_chroma(gen.output_image, chroma_decode)),
                     }
                 except (RiffmaskError, ValueError, RuntimeError) as exc:
                     failed.append(_failure(name, prompt, combo, exc))

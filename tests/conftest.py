@@ -9,7 +9,7 @@ SR = 44100
 
 
 #: Generation settings that keep the tiny pipeline's runs at milliseconds (64-px windows, 4 steps).
-SMALL = {"num_frequencies": 64, "window": 64, "overlap": 16, "steps": 4, "griffin_lim_iters": 2}
+SMALL = {"num_frequencies": 64, "window": 64, "overlap": 16, "steps": 4, "iterations": 2}
 SMALL_FLAGS = [f"{k}={v}" for k, v in SMALL.items()]
 
 

@@ -45,7 +45,7 @@ def test_spectrogram_of_the_paper_clip_and_of_a_whole_file(riffmask_main, kettle
 def test_audio_from_a_small_image(riffmask_main, tmp_path):
     params = SpectrogramParams(num_frequencies=64)
     save_image(audio_to_image(tone(880, 0.31), params), tmp_path / "t.png")
-    assert riffmask_main(["audio", str(tmp_path / "t.png"), str(tmp_path / "t.wav"), "--iters", "2"]) == 0
+    assert riffmask_main(["audio", str(tmp_path / "t.png"), str(tmp_path / "t.wav"), "--iterations", "2"]) == 0
     audio, rate = sf.read(tmp_path / "t.wav", dtype="float32")
     assert rate == SR and len(audio) == (32 - 1) * 441
     spectrum = np.abs(np.fft.rfft(audio))
@@ -56,7 +56,7 @@ def test_prep_command_with_config_overrides_and_dry_run(riffmask_main, tmp_path,
     root = tmp_path / "genres"
     synth.write_builtin_genres(root, seconds=1.6, files_per_genre=1, genres=("chiptune", "ambient"))
     out = tmp_path / "out"
-    small = ["--config", "prep", "width=64", "num_frequencies=64", "--num-proc", "1"]
+    small = ["--config", "paper", "width=64", "num_frequencies=64", "--num-proc", "1"]
     assert riffmask_main(["prep", str(root), str(out), "--dry-run", *small]) == 0
     assert "2 to prepare" in capsys.readouterr().out and not out.exists()
     assert riffmask_main(["prep", str(root), str(out), *small, "caption_template={genre} loop"]) == 0

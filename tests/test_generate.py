@@ -48,7 +48,7 @@ def test_generate_cli_writes_every_output_and_goes_past_a_bad_input(tiny_model_d
     for name, seconds, width in (("short", 0.4, 64), ("long", 1.5, 152)):
         sidecar = json.loads((out / f"{name}.json").read_text())
         assert sidecar["prompt"] == "jazz, saxophone" and sidecar["seed"] == 1040
-        assert sidecar["config"]["strength"] == 0.8 and sidecar["config"]["guidance"] == 8.0
+        assert sidecar["config"]["sampling"]["strength"] == 0.8 and sidecar["config"]["sampling"]["guidance"] == 8.0
         assert sidecar["scheduler"]["class"] == "PNDMScheduler" and sidecar["seconds"] >= sidecar["model_seconds"] > 0
         for key, file in sidecar["files"].items():
             assert (out / file).is_file(), key
@@ -83,8 +83,8 @@ def test_sidecar_regenerates_the_result_exactly(pipe, tiny_model_dir, sounds, tm
     first = np.asarray(Image.open(tmp_path / "a" / "long_v1_output.png"))
     second = np.asarray(Image.open(tmp_path / "b" / "long_output.png"))
     np.testing.assert_allclose(first.astype(int), second.astype(int), atol=1)  # batch of 2 vs 1: float rounding
-    assert json.loads((tmp_path / "b" / "long.json").read_text())["config"] == {**sidecar["config"],
-                                                                               "out": str(tmp_path / "b")}
+    again = json.loads((tmp_path / "b" / "long.json").read_text())["config"]
+    assert again == {**sidecar["config"], "output": {**sidecar["config"]["output"], "out": str(tmp_path / "b")}}
     assert main(["generate", "--like", str(tmp_path / "a" / "summary.json")]) == 2  # not a sidecar
 
 
@@ -166,9 +166,15 @@ def test_scheduler_swap_and_presets(pipe, tiny_model_dir):
     finally:
         set_scheduler(pipe, "PNDMScheduler")
     paper = load_config(GenerateConfig, "paper")
-    assert (paper.strength, paper.guidance, paper.steps, paper.seed, paper.downshift) == (0.8, 8.0, 50, 1040, 40)
+    sampling = paper.sampling
+    assert (sampling.strength, sampling.guidance, sampling.steps, sampling.seed, paper.mask.downshift) == (
+        0.8, 8.0, 50, 1040, 40)
     assert paper == GenerateConfig()  # the paper's settings are the defaults
-    assert load_config(GenerateConfig, "fast").scheduler == "DPMSolverMultistepScheduler"
+    assert load_config(GenerateConfig, "fast").checkpoint.scheduler == "DPMSolverMultistepScheduler"
+    flat = load_config(GenerateConfig, None, ["downshift=150", "mask.invert=0.5", "iterations=3"])
+    assert (flat.mask.downshift, flat.mask.invert, flat.decode.iterations) == (150, 0.5, 3)
+    with pytest.raises(ConfigError, match="preset of `riffmask train`"):
+        load_config(GenerateConfig, "cpu_smoke")
     with pytest.raises(ConfigError, match="strength"):
         load_config(GenerateConfig, "paper", ["strength=0"])
     with pytest.raises(ConfigError, match="did you mean 'guidance'"):

@@ -12,7 +12,8 @@ from skimage.metrics import structural_similarity
 
 from riffmask import cli
 from riffmask.core.audio import write_wav
-from riffmask.core.codec import audio_to_image, image_to_audio, save_image
+from riffmask.core.codec import audio_to_image, save_image
+from riffmask.core.decode import DecodeConfig, image_to_audio
 from riffmask.core.params import PAPER_DECODE_MAX_VOLUME, ExifTags, SpectrogramParams
 from riffmask.metrics import results, similarity
 from riffmask.metrics.pairs import evaluate_pairs, find_pairs, generation_pairs
@@ -28,6 +29,7 @@ def main(monkeypatch):
 
 
 N_ITER = 3
+RANDOM = DecodeConfig(iterations=N_ITER, phase_start="random")  # the paper's decoding, fewer iterations
 
 
 def chord(freqs, seconds=0.4, noise=0.0, seed=0):
@@ -60,11 +62,11 @@ def test_ssim_rejects_images_of_different_size(image_pair):
 
 def test_chroma_equals_librosa_on_both_reconstructions(image_pair):
     a, b = image_pair
-    ya = image_to_audio(a, n_iter=N_ITER, max_volume=50.0, seed=0, phase_init="random")
-    yb = image_to_audio(b, n_iter=N_ITER, max_volume=50.0, seed=0, phase_init="random")
+    ya = image_to_audio(a, RANDOM, max_volume=50.0, seed=0)
+    yb = image_to_audio(b, RANDOM, max_volume=50.0, seed=0)
     ca, cb = librosa.feature.chroma_cens(y=ya, sr=SR).ravel(), librosa.feature.chroma_cens(y=yb, sr=SR).ravel()
     expected = float(ca @ cb / (np.linalg.norm(ca) * np.linalg.norm(cb)))
-    got = similarity.pair_metrics(a, b, n_iter=N_ITER)
+    got = similarity.pair_metrics(a, b, RANDOM)
     assert got["chroma"] == pytest.approx(expected, rel=1e-6)
     assert got["ssim"] == pytest.approx(similarity.ssim(a, b))
     assert similarity.chroma_similarity(ya, ya) == pytest.approx(1.0)
@@ -76,8 +78,8 @@ def test_both_images_decode_with_the_papers_fixed_max_volume(image_pair):
     exif = louder.getexif()
     exif[ExifTags.MAX_VALUE] = 4.0 * float(exif[ExifTags.MAX_VALUE])  # what the codec alone would use
     louder.info["exif"] = exif.tobytes()
-    expected = image_to_audio(a, n_iter=N_ITER, max_volume=PAPER_DECODE_MAX_VOLUME, seed=0, phase_init="random")
-    np.testing.assert_allclose(similarity.decode(louder, N_ITER), expected, rtol=1e-5, atol=1e-6)
+    expected = image_to_audio(a, RANDOM, max_volume=PAPER_DECODE_MAX_VOLUME, seed=0)
+    np.testing.assert_allclose(similarity.decode(louder, RANDOM), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_cosine_of_an_all_zero_vector_is_zero():
@@ -96,7 +98,7 @@ def test_folder_pairs_match_names_and_suffixes(tmp_path, image_pair):
     (dst / "notes.txt").write_text("not audio")
     pairs, unmatched = find_pairs(src, dst)
     assert [p.name for p in pairs] == ["x", "y"] and unmatched == ["lonely"]
-    rows, summary = evaluate_pairs(pairs, n_iter=N_ITER, params=SMALL)
+    rows, summary = evaluate_pairs(pairs, RANDOM, params=SMALL)
     assert [r["error"] for r in rows] == ["", ""]
     assert rows[0]["ssim"] == pytest.approx(similarity.ssim(a, b))
     assert 0.0 < rows[1]["ssim"] <= 1.0 and summary["n"] == 2 and summary["failed"] == 0
@@ -111,7 +113,7 @@ def test_a_bad_pair_is_reported_and_the_batch_goes_on(tmp_path, image_pair):
     save_image(b.crop((0, 0, 20, b.height)), dst / "small.png")
     save_image(a, src / "broken.png")
     (dst / "broken.png").write_bytes(b"not a png")
-    rows, summary = evaluate_pairs(find_pairs(src, dst)[0], n_iter=N_ITER)
+    rows, summary = evaluate_pairs(find_pairs(src, dst)[0], RANDOM)
     errors = {r["name"]: r["error"] for r in rows}
     assert errors["good"] == "" and "differ in size" in errors["small"] and "broken.png" in errors["broken"]
     assert summary == {**summary, "n": 1, "failed": 2}

@@ -32,7 +32,7 @@ FILE_SECONDS = 1.6  # two full clips and a 0.34 s tail (kept: over half a clip)
 
 
 def small_config(*extra: str) -> PrepConfig:
-    return load_config(PrepConfig, "prep", SMALL + list(extra))
+    return load_config(PrepConfig, "paper", SMALL + list(extra))
 
 
 def make_genres(root: Path, files: int = 2) -> Path:
@@ -254,7 +254,7 @@ def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, referenc
     out = tmp_path / "out"
     env = {**os.environ, "STALL_AFTER": "4"}  # file 1 has 3 clips: stall after clip 0 of file 2
     proc = subprocess.Popen(
-        [sys.executable, "-c", STALLING_PREP, "prep", str(genres), str(out), "--config", "prep", *SMALL],
+        [sys.executable, "-c", STALLING_PREP, "prep", str(genres), str(out), "--config", "paper", *SMALL],
         env=env, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
     )  # fmt: skip
     watchdog = threading.Timer(120, proc.kill)  # a hang fails the test instead of blocking the suite

@@ -14,6 +14,7 @@ from PIL import Image
 
 from riffmask.core.audio import write_wav
 from riffmask.core.codec import audio_to_image, save_image
+from riffmask.core.decode import DecodeConfig
 from riffmask.core.params import SpectrogramParams
 from riffmask.metrics.report import ReportItem, write_generation_report, write_report
 
@@ -63,7 +64,7 @@ def generation_dir(tmp_path):
 
 
 def test_generation_report_is_self_contained_with_metrics(generation_dir):
-    path = write_generation_report(generation_dir, n_iter=2)
+    path = write_generation_report(generation_dir, decode=DecodeConfig(iterations=2, phase_start="random"))
     assert path == generation_dir / "report.html"
     page = path.read_text()
     sources = re.findall(r'(?:src|href)="([^"]*)"', page)

@@ -16,7 +16,7 @@ from riffmask.metrics import stats, sweep
 from riffmask.metrics.results import read_csv, write_csv
 
 # A 64 x 64 spectrogram, a few steps, quick decodes: the tiny model's scale.
-SMALL = ["window=64", "overlap=0", "num_frequencies=64", "steps=2", "guidance=1.0", "griffin_lim_iters=2", "device=cpu"]
+SMALL = ["window=64", "overlap=0", "num_frequencies=64", "steps=2", "guidance=1.0", "iterations=2", "device=cpu"]
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_sweep_cli_generates_scores_plots_and_resumes(main, tmp_path, tiny_model
     (tmp_path / "in" / "notes.wav").write_bytes(b"RIFF junk")  # unreadable: reported, the sweep goes on
     out = tmp_path / "sweep"
     argv = ["sweep", str(tmp_path / "in"), "--model", str(tiny_model_dir), "--prompt", "ambient, saxophone"]
-    argv += ["--out", str(out), "--iterations", "2", "--ablation", *SMALL]
+    argv += ["--out", str(out), "--chroma-iterations", "2", "--ablation", *SMALL]
     assert main([*argv, "--downshift", "0,255"]) == 0
     rows = read_csv(out / "sweep.csv")
     errors = [r for r in rows if r["error"]]

@@ -50,7 +50,7 @@ def test_a_folder_that_is_not_a_prepared_dataset_is_named(tmp_path):
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipes_load(tmp_path, recipe):
     dataset = _prepared_stub(tmp_path / "prep")
-    cfg = load_config(TrainConfig, find_config(recipe), [f"dataset={dataset}"])
+    cfg = load_config(TrainConfig, find_config(recipe, "train"), [f"dataset={dataset}"])
     assert cfg.resolution % 8 == 0
 
 

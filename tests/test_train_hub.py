@@ -135,7 +135,7 @@ def test_a_run_validates_to_wandb_offline_and_pushes_to_the_hub(tmp_path, hub, m
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = run_train(**overrides(
         prepared_dir, tiny_model_dir, tmp_path / "run", max_train_steps=2, validation_steps=1,
-        num_validation_inference_steps=2, validation_griffin_lim_iters=2, report_to="wandb",
+        **{"validation.sampling.steps": 2, "validation.decode.iterations": 2}, report_to="wandb",
         push_to_hub=True, hub_model_id="me/riff-full",
     ))
     for step in (1, 2):

@@ -45,7 +45,7 @@ def _generate_with_riffmask(model, lora=None) -> None:
 
     cfg = build_config(GenerateConfig, ("test", {"model": str(model), "lora": [str(lora)] if lora else [],
                                                  "steps": 2, "window": RES, "overlap": 16, "num_frequencies": RES,
-                                                 "griffin_lim_iters": 2}))
+                                                 "iterations": 2}))
     audio = tone(440.0, 0.5)
     result = generate_sound(load_pipeline(cfg), audio, cfg)[0]
     assert result.output_image.size == (RES, RES) and len(result.audio) == len(audio)
@@ -82,7 +82,7 @@ def test_text_encoder_first_with_everything_on(tmp_path, tiny_model_dir, prepare
         text_encoder_steps=2, text_encoder_learning_rate=1e-3, optimizer="adamw8bit",
         gradient_checkpointing=True, gradient_accumulation_steps=2, snr_gamma=5.0, noise_offset=0.1,
         prediction_type="v_prediction", with_prior_preservation=True, num_class_images=2,
-        num_validation_inference_steps=2, captions="template", report_to="tensorboard",
+        **{"validation.sampling.steps": 2}, captions="template", report_to="tensorboard",
     ))
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
     # Text encoder alone for two steps, then the UNet alone.
@@ -110,7 +110,8 @@ def test_lora_exports_load_in_diffusers_in_both_formats(tmp_path, tiny_model_dir
     out = run_train(**overrides(
         prepared_dir, tiny_model_dir, tmp_path / "lora", mode="lora", rank=4, lora_alpha=8, lora_dropout=0.1,
         train_text_encoder=True, learning_rate=1e-2, text_encoder_learning_rate=1e-2, optimizer="paged_adamw8bit",
-        mixed_precision="bf16", validation_steps=4, num_validation_inference_steps=2, validation_griffin_lim_iters=2,
+        mixed_precision="bf16", validation_steps=4,
+        **{"validation.sampling.steps": 2, "validation.decode.iterations": 2},
     ))
     assert (out / "validation" / "step-4" / "kettle.wav").is_file()  # validation under bf16 autocast
     kohya = load_file(str(out / "lora_kohya.safetensors"))

@@ -31,13 +31,14 @@ def one_thread():
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory) -> Path:
     """A real `riffmask prep` output of the built-in synthetic genres, 64x64 clips, both splits filled."""
+    from riffmask.core.params import SpectrogramOptions
     from riffmask.data_prep.config import PrepConfig
     from riffmask.data_prep.dataset import prepare_dataset
     from riffmask.data_prep.synth import write_builtin_genres
 
     root = tmp_path_factory.mktemp("train_data")
     write_builtin_genres(root / "genres", seconds=1.3, files_per_genre=3)
-    cfg = PrepConfig(width=RES, num_frequencies=RES, validation_fraction=0.34)
+    cfg = PrepConfig(width=RES, spectrogram=SpectrogramOptions(num_frequencies=RES), validation_fraction=0.34)
     prepare_dataset(root / "genres", root / "prep", cfg, progress=False)
     return root / "prep"
 

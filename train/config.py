@@ -8,15 +8,31 @@ text-encoder schedule. ``validate`` runs before any model is loaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from riffmask.common.config import ConfigError, option
+from riffmask.core.decode import DecodeConfig
+from riffmask.infer.config import SamplingConfig
+from riffmask.infer.mask import MaskParams
+
+
+@dataclass
+class ValidationConfig:
+    """How validation generates: ``riffmask generate``'s own sections (``validation.sampling.steps=20``,
+    ``validation.mask.downshift=40``...). An empty prompt means the first training caption; the
+    scheduler steps also make the class images of prior preservation."""
+
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(prompt=[], steps=20))
+    mask: MaskParams = field(default_factory=MaskParams)
+    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(iterations=32, phase_start="input"))
 
 
 @dataclass
 class TrainConfig:
+    PRESETS: ClassVar[str] = "train"
+
     # ------------------------------------------------------------------ model and data
     dataset: str = option(help="folder written by `riffmask prep` (instance clips)")
     pretrained_model_name_or_path: str = option(
@@ -81,12 +97,7 @@ class TrainConfig:
     # ------------------------------------------------------------------ validation and logging
     validation_steps: int = option(0, help="generate validation audio and held-out loss every N steps (0: off)")
     validation_sounds: list[str] = option([], help="everyday-sound files; empty: the built-in synthetic sound")
-    validation_prompt: str | None = option(None, help="None: the first training caption")
-    num_validation_inference_steps: int = option(20, help="scheduler steps of validation (and class) images")
-    validation_strength: float = option(0.8, help="img2img strength of the validation generations")
-    validation_guidance_scale: float = option(8.0, help="guidance of the validation generations")
-    validation_downshift: int = option(40, help="mask downshift for the validation generations")
-    validation_griffin_lim_iters: int = option(32, help="Griffin-Lim iterations decoding validation audio")
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     report_to: Literal["none", "tensorboard", "wandb"] = option("tensorboard", help="tracker")
     tracker_project_name: str = option("riffmask-dreambooth", help="wandb project / tensorboard run name")
     # ------------------------------------------------------------------ publishing

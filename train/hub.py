@@ -84,8 +84,9 @@ def model_card(folder: Path, cfg: dict) -> str:
 
 
 def _prompt(cfg: dict) -> str:
-    if cfg.get("validation_prompt"):
-        return cfg["validation_prompt"]
+    prompts = cfg.get("validation", {}).get("sampling", {}).get("prompt")
+    if prompts:
+        return prompts[0]
     return cfg["instance_template"].format(genre="GENRE") if cfg["captions"] == "template" else cfg["instance_prompt"]
 
 

@@ -47,6 +47,6 @@ def generate_class_images(cfg, models, folder: Path) -> None:
     with torch.random.fork_rng(devices=[]):
         for i in missing:
             image = pipe(cfg.class_prompt, height=cfg.resolution, width=cfg.resolution,
-                         num_inference_steps=cfg.num_validation_inference_steps,
+                         num_inference_steps=cfg.validation.sampling.steps,
                          generator=torch.Generator().manual_seed(CLASS_SEED + i)).images[0]
             save_image(image, folder / f"class-{i:04d}.png")

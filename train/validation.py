@@ -8,12 +8,12 @@ It runs inside ``fork_rng`` so that validating never moves the training's random
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from riffmask.common.config import build_config
 from riffmask.core.audio import load_audio, write_wav
 from riffmask.core.codec import save_image
 from riffmask.train import data
@@ -24,17 +24,21 @@ class Validator:
     """Fixed validation sounds and generation settings, and the held-out clips."""
 
     def __init__(self, cfg, models, held_out: data.ClipCache | None, folder: Path, default_prompt: str):
+        from riffmask.core.params import SpectrogramOptions
         from riffmask.data_prep.synth import write_builtin_sound
         from riffmask.infer.config import GenerateConfig
 
         self.cfg, self.models, self.held_out, self.folder = cfg, models, held_out, folder
-        self.generate_cfg = build_config(GenerateConfig, ("validation", {
-            "prompt": [cfg.validation_prompt or default_prompt], "strength": cfg.validation_strength,
-            "guidance": cfg.validation_guidance_scale, "steps": cfg.num_validation_inference_steps,
-            "downshift": cfg.validation_downshift, "griffin_lim_iters": cfg.validation_griffin_lim_iters,
-            "window": cfg.resolution, "overlap": cfg.resolution // 4, "num_frequencies": cfg.resolution,
-        }))
-        params = self.generate_cfg.spectrogram_params
+        # Generate's own sections, at the training resolution; one window (the training size) per sound.
+        sampling = dataclasses.replace(
+            cfg.validation.sampling, prompt=cfg.validation.sampling.prompt or [default_prompt],
+            window=cfg.resolution, overlap=cfg.resolution // 4,
+        )  # fmt: skip
+        self.generate_cfg = GenerateConfig(
+            sampling=sampling, mask=cfg.validation.mask, decode=cfg.validation.decode,
+            spectrogram=SpectrogramOptions(num_frequencies=cfg.resolution),
+        )  # fmt: skip
+        params = self.generate_cfg.spectrogram.params
         seconds = params.samples_for(cfg.resolution) / params.sample_rate  # one window: the training size
         sounds = [Path(p) for p in cfg.validation_sounds] or [write_builtin_sound(folder / "inputs" / "kettle.wav")]
         self.sounds = [(path.stem, load_audio(path, duration=seconds)) for path in sounds]
@@ -82,10 +86,10 @@ class Validator:
         for name, audio in self.sounds:
             result = generate_sound(pipe, audio, self.generate_cfg)[0]
             save_image(result.output_image, out_dir / f"{name}.png")
-            write_wav(out_dir / f"{name}.wav", result.audio, self.generate_cfg.spectrogram_params.sample_rate)
+            write_wav(out_dir / f"{name}.wav", result.audio, self.generate_cfg.spectrogram.params.sample_rate)
             media.append((name, result.output_image, result.audio))
-        log_media(accelerator, step, media, self.generate_cfg.prompt[0],
-                  self.generate_cfg.spectrogram_params.sample_rate)
+        log_media(accelerator, step, media, self.generate_cfg.sampling.prompt[0],
+                  self.generate_cfg.spectrogram.params.sample_rate)
 
 
 def _autocast_pipeline(**components):

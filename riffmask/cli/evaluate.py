@@ -22,13 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pairs.add_argument(
         "output_dir", type=Path, nargs="?", help="outputs with matching names (omit for a generate output)"
     )
-    pairs.add_argument("--iterations", type=int, default=32, help="Griffin-Lim iterations for chroma (default 32)")
-    pairs.add_argument(
-        "--phase-init",
-        choices=("random", "pghi"),
-        default="random",
-        help="Griffin-Lim start for chroma: random (the paper's, default) or the codec's PGHI estimate",
-    )
+    _add_chroma_decode(pairs)
     _add_outputs(pairs)
     pairs.set_defaults(func=run_pairs)
 
@@ -63,6 +57,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clap.set_defaults(func=run_clap)
 
     register_sweep(subparsers)
+
+
+def _add_chroma_decode(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """How chroma decodes both images: the paper's way (random start, 32 iterations) unless told."""
+    parser.add_argument(
+        f"--{prefix}iterations", dest="chroma_iterations", type=int, metavar="N",
+        help="decoder iterations for chroma (default: the phase start's: random 32, pghi 10)",
+    )  # fmt: skip
+    parser.add_argument(
+        f"--{prefix}phase-start", dest="chroma_phase_start", choices=("random", "pghi"), default="random",
+        help="Griffin-Lim start for chroma: random (the paper's, default) or the PGHI estimate",
+    )  # fmt: skip
+
+
+def _chroma_decode(args: argparse.Namespace):
+    from riffmask.core.decode import DecodeConfig
+
+    cfg = DecodeConfig(iterations=args.chroma_iterations, phase_start=args.chroma_phase_start)
+    cfg.validate()
+    return cfg
 
 
 def _add_outputs(parser: argparse.ArgumentParser) -> None:
@@ -103,9 +117,7 @@ def run_pairs(args: argparse.Namespace) -> int:
         if not pairs:
             raise RiffmaskError(f"no files with matching names in {args.input_dir} and {args.output_dir}")
     with progress_bar(len(pairs), "pairs") as bar:
-        rows, summary = evaluate_pairs(
-            pairs, n_iter=args.iterations, progress=lambda _: bar.update(), phase_init=args.phase_init
-        )
+        rows, summary = evaluate_pairs(pairs, _chroma_decode(args), progress=lambda _: bar.update())
     print(emit(rows, summary, ["name", *PAIR_METRICS, "error"], args.json, args.csv))
     if args.report:
         from riffmask.metrics.report import items_from_pairs, write_report
@@ -266,7 +278,7 @@ def register_sweep(subparsers: argparse._SubParsersAction) -> None:
         default=Path("riffmask_sweep"),
         help="output folder (resumed if it exists)",
     )
-    sweep.add_argument("--iterations", type=int, default=32, help="Griffin-Lim iterations for chroma (default 32)")
+    _add_chroma_decode(sweep, prefix="chroma-")
     sweep.add_argument("--no-save", dest="save_items", action="store_false", help="keep only the CSV, not the files")
     add_config_arguments(sweep, GenerateConfig, skip=(*SWEPT, "out", "overwrite", "report", "num_variations"))
     sweep.set_defaults(func=run_sweep_command)
@@ -287,7 +299,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             "nothing to sweep: give --downshift, --brightness, --contrast, --strength, --guidance or --seeds"
         )
     args.sweep_out.mkdir(parents=True, exist_ok=True)
-    rows = run_sweep(cfg, args.inputs, swept, args.sweep_out, args.ablation, args.iterations, args.save_items)
+    rows = run_sweep(cfg, args.inputs, swept, args.sweep_out, args.ablation, _chroma_decode(args), args.save_items)
     summary = analyse(rows, swept, args.sweep_out, args.ablation)
     write_json_atomic(
         args.sweep_out / "summary.json",

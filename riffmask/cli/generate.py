@@ -28,9 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(gen, GenerateConfig, skip=("prompt", "lora", "lora_scale"))
     # Repeatable flags for the list options; argparse.SUPPRESS leaves them out unless given.
     repeat = {"action": "append", "default": argparse.SUPPRESS}
-    gen.add_argument("--prompt", **repeat, help="prompt; repeat for several (each runs on every input)")
-    gen.add_argument("--lora", **repeat, help="LoRA file, folder or Hub id; repeat to stack several")
-    gen.add_argument("--lora-scale", dest="lora_scale", type=float, **repeat, help="weight of each --lora")
+    gen.add_argument(
+        "--prompt", dest="sampling.prompt", **repeat, help="prompt; repeat for several (each runs on every input)"
+    )
+    gen.add_argument("--lora", dest="checkpoint.lora", **repeat, help="LoRA file, folder or Hub id; repeat to stack")
+    gen.add_argument("--lora-scale", dest="checkpoint.lora_scale", type=float, **repeat, help="weight of each --lora")
     gen.set_defaults(func=generate_command)
 
     mask = subparsers.add_parser(
@@ -84,14 +86,13 @@ def generate_command(args: argparse.Namespace) -> int:
         raise RiffmaskError(f"no input files found in {' '.join(patterns)}")
     pipe = load_pipeline(cfg)
     summary = generate_files(pipe, inputs, cfg)
-    save_config(cfg, f"{cfg.out}/config.yaml")
-    if cfg.report:
+    save_config(cfg, f"{cfg.output.out}/config.yaml")
+    if cfg.output.report:
         from riffmask.metrics.report import write_generation_report
 
-        print(f"report: {write_generation_report(cfg.out)}")
-    print(
-        f"{len(summary.done)} generated, {len(summary.skipped)} skipped, {len(summary.failed)} failed -> {cfg.out}"
-    )
+        print(f"report: {write_generation_report(cfg.output.out)}")
+    counts = f"{len(summary.done)} generated, {len(summary.skipped)} skipped, {len(summary.failed)} failed"
+    print(f"{counts} -> {cfg.output.out}")
     for failure in summary.failed:
         print(f"  failed: {failure['input']}: {failure['error']}")
     return 1 if summary.failed else 0
@@ -111,7 +112,22 @@ def _sidecar_settings(path: str):
         raise RiffmaskError(f"{path}: cannot read the sidecar ({exc})") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), t) for k, t in (("config", dict), ("input", str))):
         raise RiffmaskError(f"{path}: not the sidecar of a riffmask generate result (NAME.json)")
-    return build_config(GenerateConfig, (path, data["config"])), data["input"]
+    return build_config(GenerateConfig, (path, _current_keys(data["config"]))), data["input"]
+
+
+#: Keys of sidecars written before decoding had one vocabulary, and their values now.
+_LEGACY_KEYS = {"griffin_lim_iters": "iterations", "phase_init": "phase_start"}
+_LEGACY_VALUES = {"phase_init": {"magnitude": "pghi", "input": "input"}}
+
+
+def _current_keys(config: dict) -> dict:
+    """An older sidecar's flat config in today's names (its settings keep their meaning)."""
+    out = dict(config)
+    for key, name in _LEGACY_KEYS.items():
+        if key in out:
+            value = out.pop(key)
+            out[name] = _LEGACY_VALUES.get(key, {}).get(value, value)
+    return out
 
 
 def mask_command(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from riffmask.common.config import add_config_arguments, config_from_args
+from riffmask.core.decode import DecodeConfig
 from riffmask.data_prep.config import PrepConfig
 
 
@@ -25,22 +26,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "audio",
         help="spectrogram PNG -> WAV",
-        description="Reconstruct audio from a spectrogram image (pseudo-inverse mel + Griffin-Lim).",
+        description="Reconstruct audio from a spectrogram image (pseudo-inverse mel, then a decoder: Griffin-Lim).",
     )
     p.add_argument("in_png", metavar="IN_PNG")
     p.add_argument("out_wav", metavar="OUT_WAV")
+    add_config_arguments(p, DecodeConfig, skip=("phase_start",))
     p.add_argument(
-        "--iters",
-        type=int,
-        default=None,
-        help="Griffin-Lim iterations (default: 10 after a PGHI start, which beats 32 from a random one; "
-        "with --phase-init random the paper's 32)",
-    )
-    p.add_argument(
-        "--phase-init",
+        "--phase-start",
+        dest="phase_start",
         choices=("pghi", "random"),
-        default="pghi",
-        help="Griffin-Lim start: phase predicted from the magnitudes (pghi) or random, as the paper's torchaudio path",
+        default=argparse.SUPPRESS,
+        help="Griffin-Lim start: the phase the magnitudes predict (pghi, default, 10 iterations) or random "
+        "(the paper's torchaudio path, 32 iterations)",
     )
     p.set_defaults(func=audio_command)
 
@@ -76,16 +73,14 @@ def spectrogram_command(args: argparse.Namespace) -> int:
 def audio_command(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from riffmask.common.errors import RiffmaskError
     from riffmask.core.audio import write_wav
-    from riffmask.core.codec import DEFAULT_ITERATIONS, image_to_audio, load_image, params_from_image
+    from riffmask.core.codec import load_image, params_from_image
+    from riffmask.core.decode import image_to_audio
 
-    iters = args.iters if args.iters is not None else (DEFAULT_ITERATIONS if args.phase_init == "pghi" else 32)
-    if iters < 0:
-        raise RiffmaskError(f"--iters must be >= 0, got {iters}")
+    cfg = config_from_args(DecodeConfig, args, args.overrides)
     image = load_image(args.in_png)
     params = params_from_image(image)
-    audio = image_to_audio(image, n_iter=iters, phase_init=args.phase_init)
+    audio = image_to_audio(image, cfg)
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak > 1.0:  # the image's own max volume restores the loudness; only avoid clipping
         audio = audio / peak

@@ -40,16 +40,23 @@ def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) ->
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
 
 
-def find_config(name_or_path: str | os.PathLike) -> Path:
-    """A config file by path, or by name among the bundled ``configs/`` (``paper`` -> paper.yaml)."""
+def find_config(name_or_path: str | os.PathLike, command: str | None = None) -> Path:
+    """A config file by path, or a bundled preset of ``command`` by name (``paper`` ->
+    ``configs/generate/paper.yaml``); a preset of another command is refused, naming that command."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    for candidate in (CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"):
-        if candidate.is_file():
-            return candidate
-    bundled = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise ConfigError(f"config {str(name_or_path)!r} not found (a file path, or one of: {', '.join(bundled)})")
+    name = path.name.removesuffix(".yaml")
+    if command and path.parent == Path(".") and (CONFIG_DIR / command / f"{name}.yaml").is_file():
+        return CONFIG_DIR / command / f"{name}.yaml"
+    owners = sorted(d.name for d in CONFIG_DIR.iterdir() if (d / f"{name}.yaml").is_file())
+    mine = sorted(p.stem for p in (CONFIG_DIR / command).glob("*.yaml")) if command else []
+    listed = f"presets of riffmask {command}: {', '.join(mine)}" if mine else f"riffmask {command} has no presets"
+    if owners:
+        raise ConfigError(
+            f"config {name!r} is a preset of `riffmask {owners[0]}`, not of `riffmask {command}` ({listed})"
+        )
+    raise ConfigError(f"config {str(name_or_path)!r} not found (a file path, or one of the {listed})")
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -147,35 +154,116 @@ def _parse_scalar(raw: str) -> Any:
         return raw
 
 
-def build_config(cls: type[T], *layers: tuple[str, dict[str, Any]]) -> T:
-    """Merge ``(source name, mapping)`` layers over the defaults of ``cls``, validating each key."""
+def _section(hint: Any) -> type | None:
+    """The dataclass of a section field (a nested config), else None."""
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def leaf_paths(cls: type) -> dict[str, Any]:
+    """Every option of ``cls`` as ``{"dotted.path": field}``, sections flattened in declaration order."""
+    out: dict[str, Any] = {}
     hints = _hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
+    for f in dataclasses.fields(cls):
+        section = _section(hints[f.name])
+        if section is None:
+            out[f.name] = f
+        else:
+            out.update({f"{f.name}.{path}": leaf for path, leaf in leaf_paths(section).items()})
+    return out
+
+
+def _resolve_key(cls: type, key: str, source: str) -> str:
+    """The dotted path of ``key``: a dotted path as given, or a plain name that is a top-level option or the
+    one option of that name in a section (``downshift`` -> ``mask.downshift``)."""
+    paths = leaf_paths(cls)
+    if key in paths:
+        return key
+    matches = [p for p in paths if p.rsplit(".", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ConfigError(f"config key {key!r} in {source} is ambiguous: write one of {', '.join(matches)}")
+    names = sorted({p.rsplit(".", 1)[-1] for p in paths} | set(paths))
+    raise _unknown(key, names, source)
+
+
+def _flatten(cls: type, mapping: dict[str, Any], source: str, prefix: str = "") -> dict[str, Any]:
+    """A layer's keys as dotted paths; a section may be given as a nested mapping."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and _is_section_path(cls, full):
+            out.update(_flatten(cls, value, source, prefix=f"{full}."))
+        else:
+            out[_resolve_key(cls, full, source)] = value
+    return out
+
+
+def _is_section_path(cls: type, path: str) -> bool:
+    return any(p.startswith(f"{path}.") for p in leaf_paths(cls))
+
+
+def build_config(cls: type[T], *layers: tuple[str, dict[str, Any]]) -> T:
+    """Merge ``(source name, mapping)`` layers over the defaults of ``cls``, validating each key.
+
+    Nested sections take nested mappings (YAML), dotted keys (``mask.downshift=150``) or the plain
+    option name when only one section has it (``downshift=150``).
+    """
     values: dict[str, Any] = {}
     for source, mapping in layers:
-        for key, value in mapping.items():
-            if key not in hints:
-                raise _unknown(key, known, source)
-            values[key] = _coerce(key, value, hints[key])
+        values.update(_flatten(cls, mapping, source))
+    return _build(cls, values)
+
+
+def _build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        section = _section(hints[f.name])
+        if section is not None:
+            inner = {k[len(f.name) + 1 :]: v for k, v in values.items() if k.startswith(f"{f.name}.")}
+            if inner or f.default_factory is dataclasses.MISSING:
+                base = {} if f.default_factory is dataclasses.MISSING else _explicit(f.default_factory())
+                kwargs[f.name] = _build(section, base | inner, f"{prefix}{f.name}.")
+        elif f.name in values:
+            kwargs[f.name] = _coerce(f"{prefix}{f.name}", values[f.name], hints[f.name])
     missing = [
-        f.name
+        f"{prefix}{f.name}"
         for f in dataclasses.fields(cls)
-        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"missing required config key(s): {', '.join(missing)}")
-    cfg = cls(**values)
+    cfg = cls(**kwargs)
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()
     return cfg
 
 
+def _explicit(section: Any) -> dict[str, Any]:
+    """A section default's values as dotted keys (a section may default to other values than its class)."""
+    return {path: _get(section, path) for path in leaf_paths(type(section))}
+
+
+def _get(cfg: Any, path: str) -> Any:
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def replace_options(cfg: T, **changes: Any) -> T:
+    """A copy of ``cfg`` with options changed by plain name or dotted path (``downshift=0``, ``seed=3``),
+    checked and validated like any other layer."""
+    values = _explicit(cfg) | _flatten(type(cfg), changes, "the changed options")
+    return _build(type(cfg), values)
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of ``cls``, then the YAML file (path or bundled name), then ``key=value`` words."""
     layers = []
     if path is not None:
-        found = find_config(path)
+        found = find_config(path, getattr(cls, "PRESETS", None))
         layers.append((str(found), read_yaml(found)))
     if overrides:
         layers.append(("the command line", parse_overrides(overrides)))
@@ -197,33 +285,60 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
 
 # --------------------------------------------------------------------------- argparse bridge
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Add ``--config``, trailing ``key=value`` overrides and one ``--flag`` per field of ``cls``."""
-    parser.add_argument("--config", help="YAML config: a path or the name of a bundled preset in configs/")
-    hints = _hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
+    """Add ``--config``, trailing ``key=value`` overrides and one ``--flag`` per option of ``cls``.
+
+    An option inside a section gets the flag of its plain name (``--downshift``) when that name is
+    unique, else of its dotted path (``--validation.sampling.steps``).
+    """
+    presets = getattr(cls, "PRESETS", None)
+    preset_names = sorted(p.stem for p in (CONFIG_DIR / presets).glob("*.yaml")) if presets else []
+    bundled = f"; bundled: {', '.join(preset_names)}" if preset_names else ""
+    parser.add_argument("--config", help=f"YAML config: a path or the name of a bundled preset{bundled}")
+    paths = leaf_paths(cls)
+    names = [p.rsplit(".", 1)[-1] for p in paths]
+    for path, f in paths.items():
+        name = path.rsplit(".", 1)[-1]
+        if name in skip or path in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
+        flag = "--" + (name if names.count(name) == 1 else path).replace("_", "-")
+        default = _get(_defaults(cls), path)
         text = f.metadata.get("help", "")
-        text = f"{text} (default: {default})" if f.default is not dataclasses.MISSING else text
-        if hints[f.name] is bool:
+        text = f"{text} (default: {default})" if default is not None or f.default is None else text
+        if _hints_of_path(cls, path) is bool:
             kind = {"action": argparse.BooleanOptionalAction}
         else:
             kind = {"type": _parse_scalar, "metavar": "V"}
-        parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=text, **kind)
+        parser.add_argument(flag, dest=path, default=argparse.SUPPRESS, help=text, **kind)
+
+
+def _defaults(cls: type) -> Any:
+    """An instance of ``cls`` with every default, for help texts (required keys left unset)."""
+    hints = _hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            section = _section(hints[f.name])
+            kwargs[f.name] = _defaults(section) if section else None
+    return cls(**kwargs)
+
+
+def _hints_of_path(cls: type, path: str) -> Any:
+    *sections, name = path.split(".")
+    for part in sections:
+        cls = _hints(cls)[part]
+    return _hints(cls)[name]
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace, overrides: list[str] | None = None, **fixed: Any) -> T:
     """Resolve a config from parsed arguments: file < ``key=value`` < flags < ``fixed`` values."""
     layers = []
     if getattr(args, "config", None):
-        found = find_config(args.config)
+        found = find_config(args.config, getattr(cls, "PRESETS", None))
         layers.append((str(found), read_yaml(found)))
     if overrides:
         layers.append(("the command line", parse_overrides(overrides)))
-    names = {f.name for f in dataclasses.fields(cls)}
-    flags = {k: v for k, v in vars(args).items() if k in names}
+    paths = leaf_paths(cls)
+    flags = {k: v for k, v in vars(args).items() if k in paths}
     layers.append(("the command-line flags", flags))
     layers.append(("the command", {k: v for k, v in fixed.items() if v is not None}))
     return build_config(cls, *layers)

@@ -2,9 +2,8 @@
 
 The forward path is torch STFT + a sparse HTK mel filter bank (librosa's, equal to torchaudio's
 ``MelScale(norm=None, mel_scale="htk")``). The inverse path solves the mel -> linear least squares
-with a precomputed pseudo-inverse and reconstructs phase with Griffin-Lim started from a phase that
-the magnitudes themselves predict (see :mod:`data_prep.phase`), so that a few iterations reach the
-quality of many random-start ones.
+with a precomputed pseudo-inverse (:func:`linear_from_mel`); phase reconstruction is a decoder of
+:mod:`riffmask.core.decode`.
 """
 
 from __future__ import annotations
@@ -23,11 +22,8 @@ from PIL import Image
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import atomic_path
 from riffmask.core.params import MAX_PIXEL, PAPER_DECODE_MAX_VOLUME, ExifTags, SpectrogramParams
-from riffmask.core.phase import pghi
 
 Mode = Literal["paper", "riffusion"]
-#: Griffin-Lim iterations after the PGHI start: as close as 32 from a random start, in a third of the time.
-DEFAULT_ITERATIONS = 10
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -241,94 +237,12 @@ def linear_from_mel(mel: ArrayLike, params: SpectrogramParams) -> torch.Tensor:
     return out.reshape(*lead, params.n_stft, frames)
 
 
-def griffin_lim(
-    magnitude: torch.Tensor,
-    params: SpectrogramParams,
-    n_iter: int = DEFAULT_ITERATIONS,
-    momentum: float = 0.99,
-    init_phase: torch.Tensor | str = "pghi",
-    seed: int = 0,
-) -> torch.Tensor:
-    """Fast Griffin-Lim (Perraudin et al., 2013) on linear magnitudes (…, n_stft, frames).
-
-    ``init_phase``: ``"pghi"`` (phase predicted from the magnitudes, :mod:`data_prep.phase`),
-    ``"random"`` (the classic start), or a phase tensor shaped like ``magnitude`` in this codec's
-    convention (e.g. ``torch.angle(stft(known_audio))``). Returns ``(frames - 1) * hop`` samples.
-    Only bins below ``max_hz`` carry energy, so only those are updated.
-    """
-    used = _band(params)[0]
-    mag = magnitude[..., :used, :].transpose(-1, -2).contiguous()  # (…, T, used)
-    length = params.samples_for(mag.shape[-2])
-    if isinstance(init_phase, torch.Tensor):
-        phase = init_phase[..., :used, :].transpose(-1, -2).to(mag.dtype)
-    elif init_phase == "random":
-        phase = 2 * math.pi * torch.rand(mag.shape, generator=torch.Generator().manual_seed(seed))
-    elif init_phase == "pghi":
-        flat = mag.reshape(-1, *mag.shape[-2:]).numpy()
-        phase = torch.from_numpy(np.stack([pghi(m, params, seed=seed) for m in flat])).reshape(mag.shape)
-    else:
-        raise ValueError(f"init_phase must be 'pghi', 'random' or a tensor, got {init_phase!r}")
-    angles = torch.polar(torch.ones_like(mag), phase)
-    previous = torch.zeros_like(angles)
-    keep = momentum / (1 + momentum)
-    for _ in range(n_iter):
-        rebuilt = stft_frames(istft_frames(mag * angles, params, length), params, used)
-        angles = torch.sgn(torch.add(rebuilt, previous, alpha=-keep))  # z / |z|, one pass
-        previous = rebuilt
-    return istft_frames(mag * angles, params, length)
-
-
 # --------------------------------------------------------------------------- high level
 def audio_to_image(
     audio: ArrayLike, params: SpectrogramParams = SpectrogramParams(), mode: Mode = "paper"
 ) -> Image.Image:
     """Spectrogram image of mono audio (samples,) or stereo audio (2, samples)."""
     return image_from_mel(mel_spectrogram(audio, params), params, mode)
-
-
-def image_to_audio(
-    image: Image.Image,
-    n_iter: int = DEFAULT_ITERATIONS,
-    max_volume: float | None = None,
-    init_audio: ArrayLike | None = None,
-    seed: int = 0,
-    phase_init: Literal["pghi", "random"] = "pghi",
-) -> np.ndarray:
-    """Audio (samples,) or (2, samples) of a spectrogram image, ``(width - 1) * hop`` samples long.
-
-    ``init_audio``: a sound whose STFT phase starts Griffin-Lim (e.g. the input that a generated
-    image came from); without it the phase starts from the magnitudes' own prediction (``"pghi"``),
-    or from random phases as in the paper's torchaudio path (``"random"``, best with ``n_iter=32``).
-    """
-    mel, params = mel_from_image(image, max_volume)
-    return mel_to_audio(mel, params, n_iter=n_iter, init_audio=init_audio, seed=seed, phase_init=phase_init)
-
-
-def mel_to_audio(
-    mel: ArrayLike,
-    params: SpectrogramParams = SpectrogramParams(),
-    n_iter: int = DEFAULT_ITERATIONS,
-    init_audio: ArrayLike | None = None,
-    seed: int = 0,
-    phase_init: Literal["pghi", "random"] = "pghi",
-) -> np.ndarray:
-    """Audio from mel magnitudes (…, n_mels, W): pseudo-inverse mel, then Griffin-Lim (see above)."""
-    magnitude = linear_from_mel(mel, params)
-    phase: torch.Tensor | str = phase_init
-    if init_audio is not None:
-        phase = _phase_of(init_audio, params, magnitude.shape)
-    return griffin_lim(magnitude, params, n_iter=n_iter, init_phase=phase, seed=seed).numpy()
-
-
-def _phase_of(audio: ArrayLike, params: SpectrogramParams, shape: torch.Size) -> torch.Tensor:
-    """STFT phase of a known sound, cut or zero-padded to the frames of ``shape``."""
-    samples = params.samples_for(shape[-1])
-    audio = _as_tensor(audio)[..., :samples]
-    audio = torch.nn.functional.pad(audio, (0, samples - audio.shape[-1]))
-    phase = torch.angle(stft(audio, params))
-    if phase.shape != shape:
-        raise ValueError(f"init audio gives a phase of shape {tuple(phase.shape)}, need {tuple(shape)}")
-    return phase
 
 
 def save_image(image: Image.Image, path: str | os.PathLike, compress_level: int = 6) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+from riffmask.common.config import ConfigError, option
 
 
 class ExifTags:
@@ -110,3 +113,21 @@ PAPER_CLIP_SAMPLES = 225_500
 MAX_PIXEL = 255
 #: The paper decodes every image with this max volume (only loudness changes; output is normalised).
 PAPER_DECODE_MAX_VOLUME = 50.0
+
+
+@dataclass(frozen=True)
+class SpectrogramOptions:
+    """The user-facing format options shared by ``riffmask prep`` and ``riffmask generate`` (``spectrogram.*``)."""
+
+    num_frequencies: int = option(512, help="mel bands = image height (the model's training size)")
+    spectrogram_mode: Literal["paper", "riffusion"] = option(
+        "paper", help="pixel scaling: paper (max volume rounded up per clip) or riffusion (not rounded)"
+    )
+
+    def validate(self) -> None:
+        if self.num_frequencies < 8:
+            raise ConfigError(f"num_frequencies: at least 8 mel bands, got {self.num_frequencies}")
+
+    @property
+    def params(self) -> SpectrogramParams:
+        return SpectrogramParams(num_frequencies=self.num_frequencies)
