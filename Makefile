@@ -38,8 +38,10 @@ test: $(STAMP) browser
 bench: $(STAMP)
 	$(PY) -m bench.run_all
 
+# ruff, and import-linter's layers contract (pyproject.toml) on the built wheel (docs/architecture.md).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q tests/test_architecture.py -k layers
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

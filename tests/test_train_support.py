@@ -71,7 +71,7 @@ def as_words(values: dict) -> list[str]:
 
 
 def script_env(**extra: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
     env.pop("HF_TOKEN", None)
     return env
 
