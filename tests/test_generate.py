@@ -88,6 +88,22 @@ def test_sidecar_regenerates_the_result_exactly(pipe, tiny_model_dir, sounds, tm
     assert main(["generate", "--like", str(tmp_path / "a" / "summary.json")]) == 2  # not a sidecar
 
 
+def test_a_sidecar_written_before_the_nested_config_still_makes_its_result(tiny_model_dir, sounds, tmp_path):
+    """Sidecars used to hold one flat config with the old decode names; --like reads them with their meaning."""
+    now = tmp_path / "now"
+    assert main(["generate", "--model", str(tiny_model_dir), str(sounds / "short.wav"), "--out", str(now),
+                 *SMALL_FLAGS, "phase_start=pghi", "iterations=3"]) == 0  # fmt: skip
+    sidecar = json.loads((now / "short.json").read_text())
+    flat = {k: v for section in sidecar["config"].values() for k, v in section.items()}
+    flat = {k: v for k, v in flat.items() if k not in ("decoder", "iterations", "phase_start")}
+    old = {**sidecar, "config": {**flat, "griffin_lim_iters": 3, "phase_init": "magnitude"}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert main(["generate", "--like", str(tmp_path / "old.json"), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "short.wav").read_bytes() == (now / "short.wav").read_bytes()
+    (tmp_path / "odd.json").write_text(json.dumps({**old, "config": {**flat, "warp": 9}}))
+    assert main(["generate", "--like", str(tmp_path / "odd.json"), "--out", str(tmp_path / "odd")]) == 2
+
+
 def test_any_length_is_padded_windowed_and_trimmed(pipe, tiny_model_dir):
     cfg = small_config(tiny_model_dir, prompt=["ambient"])
     vae = pipe.vae

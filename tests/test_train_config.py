@@ -54,6 +54,12 @@ def test_recipes_load(tmp_path, recipe):
     assert cfg.resolution % 8 == 0
 
 
+def test_a_preset_of_another_command_names_the_right_command(tmp_path, capsys):
+    dataset = _prepared_stub(tmp_path / "prep")
+    assert riffmask_main(["train", "--config", "paper", f"dataset={dataset}"]) == 2
+    assert "'paper' is a preset of `riffmask generate`, not of `riffmask train`" in capsys.readouterr().err
+
+
 def test_t4_full_recipe_is_the_papers_schedule(tmp_path):
     cfg = load_config(TrainConfig, "t4_full_8bit", [f"dataset={_prepared_stub(tmp_path / 'prep')}"])
     assert (cfg.optimizer, cfg.mixed_precision, cfg.train_batch_size) == ("adamw8bit", "fp16", 1)

@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="riffmask",
         description="Turn everyday sounds into music with mask-based diffusion on Riffusion spectrograms.",
-        epilog="Any option of a command that reads a config can also be given as key=value.",
+        epilog="Any option of a command that reads a config can also be given as key=value: by its plain name "
+        "(downshift=150) or, inside a section, its dotted path (mask.downshift=150).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -29,10 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Repeatable flags for the list options; argparse.SUPPRESS leaves them out unless given.
     repeat = {"action": "append", "default": argparse.SUPPRESS}
     gen.add_argument(
-        "--prompt", dest="sampling.prompt", **repeat, help="prompt; repeat for several (each runs on every input)"
+        "--prompt", dest="sampling.prompt", metavar="TEXT", **repeat,
+        help="prompt; repeat for several (each runs on every input)",
+    )  # fmt: skip
+    gen.add_argument(
+        "--lora", dest="checkpoint.lora", metavar="PATH", **repeat, help="LoRA file, folder or Hub id; repeat to stack"
     )
-    gen.add_argument("--lora", dest="checkpoint.lora", **repeat, help="LoRA file, folder or Hub id; repeat to stack")
-    gen.add_argument("--lora-scale", dest="checkpoint.lora_scale", type=float, **repeat, help="weight of each --lora")
+    gen.add_argument(
+        "--lora-scale", dest="checkpoint.lora_scale", metavar="W", type=float, **repeat, help="weight of each --lora"
+    )
     gen.set_defaults(func=generate_command)
 
     mask = subparsers.add_parser(

@@ -296,10 +296,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
     parser.add_argument("--config", help=f"YAML config: a path or the name of a bundled preset{bundled}")
     paths = leaf_paths(cls)
     names = [p.rsplit(".", 1)[-1] for p in paths]
+    groups: dict[str, Any] = {}
     for path, f in paths.items():
         name = path.rsplit(".", 1)[-1]
         if name in skip or path in skip:
             continue
+        section = path.rsplit(".", 1)[0] if "." in path else ""
+        if section and section not in groups:
+            groups[section] = parser.add_argument_group(
+                f"{section} options", f"also as key=value: {section}.NAME=V, or NAME=V where the name is unique"
+            )
+        target = groups.get(section, parser)
         flag = "--" + (name if names.count(name) == 1 else path).replace("_", "-")
         default = _get(_defaults(cls), path)
         text = f.metadata.get("help", "")
@@ -308,7 +315,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
             kind = {"action": argparse.BooleanOptionalAction}
         else:
             kind = {"type": _parse_scalar, "metavar": "V"}
-        parser.add_argument(flag, dest=path, default=argparse.SUPPRESS, help=text, **kind)
+        target.add_argument(flag, dest=path, default=argparse.SUPPRESS, help=text, **kind)
 
 
 def _defaults(cls: type) -> Any:
