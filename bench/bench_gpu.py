@@ -230,7 +230,9 @@ def bench_recipe(tmp: Path, steps: int = 12) -> dict:
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sounds", type=Path, help="folder of everyday sounds (default: ../shared/data)")
+    parser.add_argument(
+        "--sounds", type=Path, help="folder of everyday sounds (default: $RIFFMASK_BENCH_DATA/seed-samples)"
+    )
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     args = parser.parse_args(argv or [])
     if not torch.cuda.is_available():

@@ -23,9 +23,8 @@ from riffmask.infer.mask import MaskParams
 DEFAULT_MODEL = "riffusion/riffusion-model-v1"
 PAPER_PROMPT = "instrumental, saxophone, flute"
 DTYPES = ("float32", "float16", "bfloat16")
-#: Generation decodes from the input sound's phase: 6 iterations from it already beat the paper's 32 from
-#: a random start (bench/results/codec.json), keeping generation all model.
-GENERATE_DECODE = DecodeConfig(iterations=6, phase_start="input")
+#: Generation decodes from the input sound's phase (and that start's 6 iterations), keeping generation all model.
+GENERATE_DECODE = DecodeConfig(phase_start="input")
 
 
 @dataclass

@@ -152,7 +152,7 @@ def fad_infinity(
     replace: bool = False,
     seed: int = 0,
 ) -> dict:
-    """FAD-infinity (Chung et al.): FAD of random subsets of n frames at several n, a least-squares
+    """FAD-infinity (Chong & Forsyth, 2020): FAD of random subsets of n frames at several n, a least-squares
     line ``FAD = a / n + b``, and ``b`` (the value at n -> infinity) reported with the fit.
 
     By default subsets are drawn without replacement, as fadtk does; ``sizes`` defaults to 10
