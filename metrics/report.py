@@ -2,8 +2,8 @@
 
 Everything is embedded as data URIs, so the page can be mailed or archived as one file. Used by
 ``riffmask generate --report`` (:func:`write_generation_report`), ``riffmask eval pairs --report``,
-``riffmask sweep`` and training validation (:func:`write_report` with a list of
-:class:`ReportItem`, whose images and sounds may be files or in-memory objects).
+``riffmask eval genre`` (a section of tables and the confusion matrix), ``riffmask sweep`` and
+training validation (:func:`write_report` with a list of :class:`ReportItem`, whose images and sounds may be files or in-memory objects).
 """
 
 from __future__ import annotations
@@ -120,6 +120,25 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def figure_uri(fig) -> str:
+    """A matplotlib figure as a PNG data URI."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return _data_uri("image/png", buffer.getvalue())
+
+
+def rows_table(title: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """An HTML table of rows (one dict each) under a title."""
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c, '')))}</td>" for c in columns) + "</tr>" for row in rows
+    )
+    return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
 def _table(title: str, mapping: Mapping[str, Any]) -> str:
     if not mapping:
         return ""
@@ -162,8 +181,9 @@ def render_report(
     title: str = "riffmask report",
     summary: Mapping[str, Any] | None = None,
     plots: Iterable[ImageSource | tuple[str, ImageSource]] = (),
+    sections: Iterable[str] = (),
 ) -> str:
-    """The whole page as a string."""
+    """The whole page as a string; ``sections`` are HTML fragments placed after the plots."""
     plot_html = []
     for plot in plots:
         caption, source = plot if isinstance(plot, tuple) else ("", plot)
@@ -178,6 +198,7 @@ def render_report(
         f'<div class="sub">{len(items)} item(s) · written {stamp} by riffmask</div>',
         _table("summary", summary or {}),
         f'<div class="plots">{"".join(plot_html)}</div>' if plot_html else "",
+        *sections,
         *(_item_html(item) for item in items),
         "</body></html>",
     ]
@@ -190,10 +211,11 @@ def write_report(
     title: str = "riffmask report",
     summary: Mapping[str, Any] | None = None,
     plots: Iterable[ImageSource | tuple[str, ImageSource]] = (),
+    sections: Iterable[str] = (),
 ) -> Path:
     """Write the self-contained HTML page (atomically) and return its path."""
     path = Path(path)
-    write_text_atomic(path, render_report(items, title, summary, plots))
+    write_text_atomic(path, render_report(items, title, summary, plots, sections))
     return path
 
 

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from riffmask.common.config import ConfigError
 from riffmask.common.io import write_json_atomic
 from riffmask.data_prep.readers import dataset_fingerprint
+from riffmask.metrics.genre import image_pixels
 
 #: Streams of the sample generator: instance clips, class (prior) clips, held-out validation clips.
 INSTANCE, CLASS, HELD_OUT = 0, 1, 2
@@ -45,8 +45,7 @@ def image_tensor(image, resolution: int, name: str) -> torch.Tensor:
             f"clip {name}: image is {image.size[0]}x{image.size[1]} px but resolution is {resolution}; "
             "spectrograms are not resized (that changes pitch and tempo): prepare the data at this size"
         )
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1)
+    return image_pixels(image)
 
 
 @dataclass
