@@ -47,6 +47,9 @@ class TrainConfig:
     )
     instance_template: str = option("a sks {genre} song", help="caption template ({genre} is filled in)")
     instance_prompt: str = option("a sks song", help="the single prompt used when captions=instance_prompt")
+    balance_genres: bool = option(
+        False, help="draw the genres in turn, each as often as the others (unbalanced genre folders)"
+    )
     # ------------------------------------------------------------------ prior preservation
     with_prior_preservation: bool = option(False, help="add a class-prior loss (DreamBooth)")
     class_data_dir: str | None = option(None, help="prepared dataset of class clips; None: generate them")
@@ -98,6 +101,9 @@ class TrainConfig:
     validation_steps: int = option(0, help="generate validation audio and held-out loss every N steps (0: off)")
     validation_sounds: list[str] = option([], help="everyday-sound files; empty: the built-in synthetic sound")
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    validation_genre_pairs: int = option(
+        16, help="(timestep, noise) pairs per held-out clip and genre of the validation genre accuracy"
+    )
     report_to: Literal["none", "tensorboard", "wandb"] = option("tensorboard", help="tracker")
     tracker_project_name: str = option("riffmask-dreambooth", help="wandb project / tensorboard run name")
     # ------------------------------------------------------------------ publishing
@@ -112,7 +118,8 @@ class TrainConfig:
         _require_dataset("dataset", self.dataset)
         if self.with_prior_preservation and self.class_data_dir is not None:
             _require_dataset("class_data_dir", self.class_data_dir)
-        for key in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "rank"):
+        for key in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "rank",
+                    "validation_genre_pairs"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be at least 1, got {getattr(self, key)}")
         if self.text_encoder_steps < 0 or self.text_encoder_steps >= self.max_train_steps:

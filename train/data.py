@@ -56,6 +56,7 @@ class ClipCache:
     ``caption_index``: (N,) index of the clip's caption in ``captions``.
     ``input_ids``: (U, L) token ids of each distinct caption.
     ``embeddings``: (U, L, D) text-encoder outputs of each caption, or None while the text encoder trains.
+    ``groups``: clip indices of each genre when genres are sampled in turn (balanced), else None.
     """
 
     posterior: torch.Tensor
@@ -63,9 +64,16 @@ class ClipCache:
     captions: list[str]
     input_ids: torch.Tensor
     embeddings: torch.Tensor | None = None
+    groups: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return self.posterior.shape[0]
+
+
+def genre_groups(rows: Sequence[dict]) -> list[list[int]]:
+    """Indices of the clips of each genre, genres in sorted order."""
+    genres = sorted({row["genre"] for row in rows})
+    return [[i for i, row in enumerate(rows) if row["genre"] == genre] for genre in genres]
 
 
 @torch.no_grad()
@@ -141,6 +149,21 @@ def clip_index(position: int, num_items: int, seed: int, stream: int) -> int:
     return _permutation(num_items, seed, stream, epoch)[offset]
 
 
+def clip_at(cache: ClipCache, position: int, seed: int, stream: int) -> int:
+    """The clip at ``position``: uniform over clips, or, with ``cache.groups``, genres in turn.
+
+    Balanced: every round of ``len(groups)`` positions visits each genre once, in a seeded order, so a
+    genre's k-th visit is in round k; within a genre, clips follow that genre's own seeded epochs.
+    A small genre is therefore seen as often as a large one, and the stream stays a pure function.
+    """
+    if cache.groups is None:
+        return clip_index(position, len(cache), seed, stream)
+    round_, offset = divmod(position, len(cache.groups))
+    genre = _permutation(len(cache.groups), seed, _mix(stream, 0xBA1), round_)[offset]
+    group = cache.groups[genre]
+    return group[clip_index(round_, len(group), seed, _mix(stream, genre))]
+
+
 @dataclass
 class Batch:
     latents: torch.Tensor  # clean latents z0, scaled
@@ -157,7 +180,7 @@ def make_batch(
     latents, noise, timesteps, captions = [], [], [], []
     channels = cache.posterior.shape[1] // 2
     for position in positions:
-        i = clip_index(position, len(cache), seed, stream)
+        i = clip_at(cache, position, seed, stream)
         generator = torch.Generator().manual_seed(_mix(seed, stream, position))
         mean, std = cache.posterior[i, :channels], cache.posterior[i, channels:]
         latents.append((mean + std * torch.randn(mean.shape, generator=generator)) * scaling_factor)

@@ -31,6 +31,7 @@ from riffmask.train import checkpoint, data, lora
 from riffmask.train.config import TrainConfig
 from riffmask.train.loss import per_sample_loss, training_target
 from riffmask.train.models import load_models, make_optimizer, place, trainable_names, weight_dtype
+from riffmask.train.progress import Progress
 from riffmask.train.schedule import Schedule, lr_factor
 
 log = logging.getLogger("riffmask.train")
@@ -104,6 +105,8 @@ def _train(cfg: TrainConfig) -> Path:
         return data.build_cache(clips, captions, vae, m.tokenizer, cfg.resolution)
 
     instances = encode(rows)
+    if cfg.balance_genres:
+        instances.groups = data.genre_groups(rows)
     held_out_rows = list(prepared["validation"]) if "validation" in prepared else []
     held_out = encode(held_out_rows) if held_out_rows else None
     classes = None
@@ -148,15 +151,24 @@ def _train(cfg: TrainConfig) -> Path:
                                   init_kwargs={"wandb": {"dir": str(out)}})
     validator = None
     if cfg.validation_steps and accelerator.is_main_process:
+        from riffmask.metrics.genre import genre_prompts, genres_of
         from riffmask.train.validation import Validator
 
-        validator = Validator(cfg, m, held_out, out / "validation", instances.captions[0])
+        template = cfg.instance_template if cfg.captions == "template" else None
+        prompts = genre_prompts(rows, genres_of(rows), template) if cfg.captions != "instance_prompt" else None
+        validator = Validator(cfg, m, held_out, out / "validation", instances.captions[0], prompts,
+                              [row["genre"] for row in held_out_rows])
 
     log.info("%d clips, %d process(es) x batch %d x %d accumulation = %d clips per step; steps %d..%d",
              len(instances), world, cfg.train_batch_size, cfg.gradient_accumulation_steps,
              world * cfg.train_batch_size * cfg.gradient_accumulation_steps, first_step + 1, cfg.max_train_steps)
 
     # ---------------------------------------------------------------- 5. the loop
+    progress = Progress(cfg.max_train_steps, first_step, enabled=accelerator.is_main_process)
+    if validator is not None and first_step == 0:  # the base model's numbers, to compare every step against
+        results = validator.run(0, accelerator, unet, text_encoder, vae, media=False)
+        progress.message(f"validation of the base model: {validator.describe(results)}")
+        accelerator.log(results, step=0)
     phase = None
     for step in range(first_step, cfg.max_train_steps):
         if schedule.phase(step) != phase:
@@ -201,8 +213,11 @@ def _train(cfg: TrainConfig) -> Path:
         if cfg.checkpointing_steps and done % cfg.checkpointing_steps == 0:
             checkpoint.save_checkpoint(accelerator, out / "checkpoints", done,
                                        {"dataset_fingerprint": fingerprint}, cfg.checkpoints_total_limit)
+        progress.update(done, logs)
         if validator is not None and (done % cfg.validation_steps == 0 or done == cfg.max_train_steps):
-            logs.update(validator.run(done, accelerator, accelerator.unwrap_model(unet), text_encoder, vae))
+            results = validator.run(done, accelerator, accelerator.unwrap_model(unet), text_encoder, vae)
+            progress.message(f"validation at step {done}: {validator.describe(results)}")
+            logs.update(results)
         if device.type == "cuda":  # the run's peak so far, validation included: whether a recipe fits a card
             logs["gpu_memory_gib"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
         if accelerator.is_main_process:
@@ -211,6 +226,7 @@ def _train(cfg: TrainConfig) -> Path:
         accelerator.wait_for_everyone()
 
     # ---------------------------------------------------------------- 6. outputs
+    progress.close()
     if accelerator.is_main_process:
         unet_out, te_out = accelerator.unwrap_model(unet), accelerator.unwrap_model(text_encoder)
         if cfg.mode == "lora":
@@ -222,6 +238,10 @@ def _train(cfg: TrainConfig) -> Path:
         write_model_card(out)
         if cfg.push_to_hub:
             publish(out, cfg.hub_model_id, private=cfg.hub_private)
+        log.info("model: %s", out.resolve())
+        log.info("log: %s", (out / TRAINING_LOG).resolve())
+        if validator is not None:
+            log.info("validation audio: %s", validator.folder.resolve())
     accelerator.end_training()
     return out
 

@@ -77,10 +77,27 @@ def model_card(folder: Path, cfg: dict) -> str:
         "`training_log.jsonl`.", "",
         "## Dataset", "", _dataset_summary(cfg["dataset"]),
         f"Fingerprint: `{fingerprint.get('fingerprint', '?')}`.", "",
+        *_genre_lines(folder),
         "## Training settings", "", "| key | value |", "| --- | --- |", rows, "",
         "## Generate", "", "```bash", f'riffmask generate kettle.wav {model_flag} --prompt "{_prompt(cfg)}"',
         "```", "", "## Validation (last step)", "", "\n\n".join(media) or "(no validation media)", "",
     ])
+
+
+def _genre_lines(folder: Path) -> list[str]:
+    """The held-out genre accuracy the run reached, against the base model's (validation/genre.json)."""
+    path = folder / "validation" / "genre.json"
+    if not path.is_file():
+        return []
+    steps = json.loads(path.read_text(encoding="utf-8"))["steps"]
+    last = max(steps, key=int)
+    final, base = steps[last], steps.get("0")
+    against = f" (base model: {base['accuracy']:.3f})" if base else ""
+    recall = ", ".join(f"{g} {r:.2f}" for g, r in final["recall"].items())
+    return ["## Genre accuracy", "",
+            f"Held-out genre accuracy at step {last}: **{final['accuracy']:.3f}**{against} on {final['clips']} clips "
+            f"of {len(final['genres'])} genres (chance {final['chance']:.3f}), by diffusion classification "
+            f"(`riffmask eval genre`). Recall per genre: {recall}.", ""]
 
 
 def _prompt(cfg: dict) -> str:

@@ -1,19 +1,27 @@
-"""Validation during training: music from fixed everyday sounds, and a held-out loss.
+"""Validation during training: music from fixed everyday sounds, a held-out loss and genre accuracy.
 
 The masked pipeline is assembled from the models being trained (no reload from disk), generates from
 the same sounds, mask and seed each time, and its spectrograms and decoded audio are written under
 ``validation/step-<N>/`` and sent to the tracker (wandb, offline mode included, or tensorboard).
 It runs inside ``fork_rng`` so that validating never moves the training's random state.
+
+When the held-out clips span two genres or more, each validation also classifies them by diffusion
+classification (``riffmask.metrics.genre``, the measure of ``riffmask eval genre``) with the models
+in memory: genre accuracy and per-genre loss go to the log and the tracker, the confusion matrix to
+the tracker and ``validation/step-<N>/confusion.png``, and ``validation/genre.json`` keeps the
+base model's result beside every step's, for the model card.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from riffmask.common.io import write_json_atomic
 from riffmask.core.audio import load_audio, write_wav
 from riffmask.core.codec import save_image
 from riffmask.train import data
@@ -23,12 +31,17 @@ from riffmask.train.loss import per_sample_loss, training_target
 class Validator:
     """Fixed validation sounds and generation settings, and the held-out clips."""
 
-    def __init__(self, cfg, models, held_out: data.ClipCache | None, folder: Path, default_prompt: str):
+    def __init__(self, cfg, models, held_out: data.ClipCache | None, folder: Path, default_prompt: str,
+                 genre_prompts: dict[str, str] | None = None, held_out_genres: list[str] | None = None):
         from riffmask.core.params import SpectrogramOptions
         from riffmask.data_prep.synth import write_builtin_sound
         from riffmask.infer.config import GenerateConfig
 
         self.cfg, self.models, self.held_out, self.folder = cfg, models, held_out, folder
+        # Genre accuracy needs held-out clips of two genres or more, each with a prompt of its own.
+        distinct = genre_prompts is not None and len(set(genre_prompts.values())) == len(genre_prompts)
+        self.genre_prompts = genre_prompts if held_out is not None and distinct and len(genre_prompts) > 1 else None
+        self.held_out_genres = held_out_genres
         # Generate's own sections, at the training resolution; one window (the training size) per sound.
         sampling = dataclasses.replace(
             cfg.validation.sampling, prompt=cfg.validation.sampling.prompt or [default_prompt],
@@ -43,8 +56,8 @@ class Validator:
         sounds = [Path(p) for p in cfg.validation_sounds] or [write_builtin_sound(folder / "inputs" / "kettle.wav")]
         self.sounds = [(path.stem, load_audio(path, duration=seconds)) for path in sounds]
 
-    def run(self, step: int, accelerator, unet, text_encoder, vae) -> dict[str, float]:
-        """Generate and log the validation media, compute the held-out loss; return scalar logs."""
+    def run(self, step: int, accelerator, unet, text_encoder, vae, media: bool = True) -> dict[str, float]:
+        """Compute the held-out loss and genre accuracy, generate and log the media; return scalar logs."""
         logs: dict[str, float] = {}
         was_training = {m: m.training for m in (unet, text_encoder)}
         unet.eval()
@@ -54,7 +67,10 @@ class Validator:
                 if self.held_out is not None:
                     with accelerator.autocast():
                         logs["val_loss"] = self.held_out_loss(unet, text_encoder, vae)
-                self.generate(step, accelerator, unet, text_encoder, vae)
+                if self.genre_prompts is not None:
+                    logs.update(self.genre(step, accelerator, unet, text_encoder, vae))
+                if media:
+                    self.generate(step, accelerator, unet, text_encoder, vae)
         finally:
             for model, training in was_training.items():
                 model.train(training)
@@ -73,6 +89,41 @@ class Validator:
         target = training_target(m.noise_scheduler, latents, noise, timesteps, m.prediction_type)
         return per_sample_loss(pred, target, timesteps, m.noise_scheduler, m.prediction_type, None).mean().item()
 
+    def genre(self, step: int, accelerator, unet, text_encoder, vae) -> dict[str, float]:
+        """Genre accuracy and per-genre loss of the held-out clips; step 0 is the base model."""
+        from riffmask.metrics.genre import GenreModel, classify, confusion_figure, save_confusion_png
+
+        m, cache = self.models, self.held_out
+        channels = cache.posterior.shape[1] // 2
+        latents = cache.posterior[:, :channels] * vae.config.scaling_factor
+        model = GenreModel(unet, text_encoder, m.tokenizer, vae, m.noise_scheduler, m.prediction_type)
+        with accelerator.autocast():
+            result = classify(model, latents, self.held_out_genres, self.genre_prompts, self.cfg.validation_genre_pairs)
+        save_confusion_png(result, self.folder / f"step-{step}" / "confusion.png", f"step {step}")
+        record_path = self.folder / "genre.json"
+        record = read_json(record_path) if step and record_path.is_file() else {"steps": {}}
+        record["steps"][str(step)] = result.summary()
+        write_json_atomic(record_path, record)
+        for tracker in accelerator.trackers:
+            figure = confusion_figure(result, f"step {step}")
+            if tracker.name == "tensorboard":
+                tracker.writer.add_figure("validation/genre_confusion", figure, step)
+            elif tracker.name == "wandb":
+                import wandb
+
+                tracker.log({"validation/genre_confusion": wandb.Image(figure)}, step=step)
+        return {"genre_accuracy": result.accuracy,
+                **{f"genre_loss/{row['genre']}": row["loss"] for row in result.per_genre()}}
+
+    @staticmethod
+    def describe(logs: dict[str, float]) -> str:
+        """One line of validation results for the console."""
+        parts = [f"held-out loss {logs['val_loss']:.4f}"] if "val_loss" in logs else []
+        if "genre_accuracy" in logs:
+            losses = ", ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in logs.items() if k.startswith("genre_loss/"))
+            parts.append(f"genre accuracy {logs['genre_accuracy']:.3f} (loss per genre: {losses})")
+        return "; ".join(parts) or "media written"
+
     def generate(self, step: int, accelerator, unet, text_encoder, vae) -> None:
         """The masked pipeline over the models in memory, through infer's own generate function."""
         from riffmask.infer.generate import generate_sound
@@ -90,6 +141,10 @@ class Validator:
             media.append((name, result.output_image, result.audio))
         log_media(accelerator, step, media, self.generate_cfg.sampling.prompt[0],
                   self.generate_cfg.spectrogram.params.sample_rate)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _autocast_pipeline(**components):
