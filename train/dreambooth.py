@@ -155,7 +155,9 @@ def _train(cfg: TrainConfig) -> Path:
         from riffmask.train.validation import Validator
 
         template = cfg.instance_template if cfg.captions == "template" else None
-        prompts = genre_prompts(rows, genres_of(rows), template) if cfg.captions != "instance_prompt" else None
+        everything = rows + held_out_rows
+        prompts = None if cfg.captions == "instance_prompt" else genre_prompts(everything, genres_of(everything),
+                                                                                 template)
         validator = Validator(cfg, m, held_out, out / "validation", instances.captions[0], prompts,
                               [row["genre"] for row in held_out_rows])
 

@@ -113,7 +113,7 @@ class Validator:
 
                 tracker.log({"validation/genre_confusion": wandb.Image(figure)}, step=step)
         return {"genre_accuracy": result.accuracy,
-                **{f"genre_loss/{row['genre']}": row["loss"] for row in result.per_genre()}}
+                **{f"genre_loss/{row['genre']}": row["loss"] for row in result.per_genre() if row["clips"]}}
 
     @staticmethod
     def describe(logs: dict[str, float]) -> str:
