@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from riffmask.data_prep.sources import readable_name
 
 from riffmask.common.errors import RiffmaskError
+from riffmask.data_prep.sources import readable_name
 
 #: (timestep, noise) pairs per clip and prompt. bench/results/genre.json measures accuracy against
 #: cost: on the synthetic genres accuracy stops moving between 16 and 32 pairs.
@@ -293,10 +293,9 @@ def save_confusion_png(result: GenreResult, path: str | os.PathLike, title: str 
 def load_genre_model(model: str, lora: Sequence[str] = (), allow_pickle: bool = False,
                      device: str | None = None) -> GenreModel:
     """Load a pipeline (and LoRAs) the way ``riffmask generate`` does, in float32, for classification."""
+    from riffmask.common.config import build_config
     from riffmask.infer.config import GenerateConfig
     from riffmask.infer.load import load_pipeline
-
-    from riffmask.common.config import build_config
 
     path = Path(model)
     if path.is_dir() and (path / "model_index.json").is_file() and not (path / "text_encoder").is_dir():

@@ -3,7 +3,8 @@
 Everything is embedded as data URIs, so the page can be mailed or archived as one file. Used by
 ``riffmask generate --report`` (:func:`write_generation_report`), ``riffmask eval pairs --report``,
 ``riffmask eval genre`` (a section of tables and the confusion matrix), ``riffmask sweep`` and
-training validation (:func:`write_report` with a list of :class:`ReportItem`, whose images and sounds may be files or in-memory objects).
+training validation (:func:`write_report` with a list of :class:`ReportItem`, whose images and
+sounds may be files or in-memory objects).
 """
 
 from __future__ import annotations

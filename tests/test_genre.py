@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import test_train_support as support
 import torch
-from riffmask.metrics import genre
 
 from riffmask.cli import main
+from riffmask.metrics import genre
 
 prepared_dir = support.prepared_dir  # the shared session fixture
 GENRES = ["ambient", "chiptune", "synthpop"]
@@ -48,6 +48,7 @@ class PlantedUNet(torch.nn.Module):
 
 def _planted_case(seed: int = 0):
     from diffusers import DDPMScheduler
+
     from riffmask.infer.tiny import RIFFUSION_SCHEDULER_CONFIG, build_tiny_components
 
     parts = build_tiny_components(0)
@@ -141,7 +142,8 @@ def test_eval_genre_bad_inputs_are_one_line_errors(tmp_path, tiny_model_dir, pre
 
 
 def _one_genre_dataset(tmp_path):
-    from riffmask.data_prep.dataset import PrepConfig, prepare_dataset
+    from riffmask.data_prep.config import PrepConfig
+    from riffmask.data_prep.dataset import prepare_dataset
     from riffmask.data_prep.synth import write_builtin_genres
 
     write_builtin_genres(tmp_path / "genres", seconds=0.7, files_per_genre=1, genres=("ambient",))

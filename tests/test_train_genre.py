@@ -8,9 +8,10 @@ from collections import Counter
 
 import test_train_support as support
 import torch
+from test_train_support import overrides, run_train
+
 from riffmask.train import data
 from riffmask.train.progress import Progress
-from test_train_support import overrides, run_train
 
 prepared_dir = support.prepared_dir  # the shared session fixture
 
@@ -39,7 +40,7 @@ def test_validation_logs_genre_accuracy_and_the_card_states_it(tmp_path, tiny_mo
 
 
 def _validation_rows(dataset):
-    from riffmask.data_prep.dataset import load_prepared
+    from riffmask.data_prep.readers import load_prepared
 
     return list(load_prepared(dataset)["validation"])
 
