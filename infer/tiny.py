@@ -36,6 +36,12 @@ _MERGE_CORPUS = (
 )
 _NUM_MERGES = 200
 _TEXT_WIDTH = 32
+#: SD's latent scaling factor: 1 / std of its trained VAE's latents, so that diffusion sees unit variance.
+SD_SCALING_FACTOR = 0.18215
+#: The same rule for the tiny random VAE: its latents of spectrograms (the built-in genres and the
+#: kettle, at 64 and 512 px) have a std of 0.17-0.19, so SD's factor leaves them at 0.03 of the
+#: noise and no prompt can be learned (docs/genre.md); 1 / 0.173 (90 clips of the genres) fixes that.
+UNIT_SCALING_FACTOR = 5.78
 
 
 def _learn_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
@@ -80,8 +86,12 @@ def build_tiny_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def build_tiny_components(seed: int = 0) -> dict:
-    """In-memory components (vae, text_encoder, tokenizer, unet, scheduler), identical for a seed."""
+def build_tiny_components(seed: int = 0, unit_latents: bool = False) -> dict:
+    """In-memory components (vae, text_encoder, tokenizer, unet, scheduler), identical for a seed.
+
+    ``unit_latents``: the VAE's ``scaling_factor`` gives its latents unit variance (a base that can
+    learn prompts); by default SD's factor, which the tests of the plain pipeline were written with.
+    """
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -114,7 +124,7 @@ def build_tiny_components(seed: int = 0) -> dict:
             latent_channels=4,
             norm_num_groups=8,
             sample_size=512,
-            scaling_factor=0.18215,
+            scaling_factor=UNIT_SCALING_FACTOR if unit_latents else SD_SCALING_FACTOR,
         )
         torch.manual_seed(seed + 2)
         text_encoder = CLIPTextModel(
@@ -143,9 +153,9 @@ def build_tiny_components(seed: int = 0) -> dict:
     }
 
 
-def save_tiny_pipeline(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+def save_tiny_pipeline(out_dir: str | os.PathLike, seed: int = 0, unit_latents: bool = False) -> Path:
     """Write the tiny pipeline as a diffusers folder (safetensors) and return its path."""
-    return save_pipeline_folder(build_tiny_components(seed), out_dir)
+    return save_pipeline_folder(build_tiny_components(seed, unit_latents), out_dir)
 
 
 def save_pipeline_folder(components: dict, out_dir: str | os.PathLike) -> Path:

@@ -61,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tiny.add_argument("out_dir", help="folder to write (a diffusers pipeline folder)")
     tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default: 0)")
+    tiny.add_argument(
+        "--unit-latents",
+        action="store_true",
+        help="scale the random VAE's latents to unit variance (as SD's factor does for its trained VAE), so that "
+        "fine-tuning can learn prompts: see docs/genre.md",
+    )
     tiny.set_defaults(func=tiny_model_command)
 
 
@@ -151,5 +157,5 @@ def mask_command(args: argparse.Namespace) -> int:
 def tiny_model_command(args: argparse.Namespace) -> int:
     from riffmask.infer.tiny import save_tiny_pipeline
 
-    print(save_tiny_pipeline(args.out_dir, seed=args.seed))
+    print(save_tiny_pipeline(args.out_dir, seed=args.seed, unit_latents=args.unit_latents))
     return 0
