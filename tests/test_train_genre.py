@@ -19,8 +19,8 @@ prepared_dir = support.prepared_dir  # the shared session fixture
 def test_validation_logs_genre_accuracy_and_the_card_states_it(tmp_path, tiny_model_dir, prepared_dir, caplog):
     caplog.set_level(logging.INFO, logger="riffmask.train")
     out = run_train(**overrides(prepared_dir, tiny_model_dir, tmp_path / "run", max_train_steps=4,
-                                validation_steps=2, num_validation_inference_steps=2,
-                                validation_griffin_lim_iters=1, validation_genre_pairs=2))
+                                validation_steps=2, validation_genre_pairs=2,
+                                **{"validation.sampling.steps": 2, "validation.decode.iterations": 1}))
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
     validated = [record for record in log if "genre_accuracy" in record]
     assert [record["step"] for record in validated] == [2, 4]
