@@ -89,8 +89,8 @@ def build_tiny_tokenizer():
 def build_tiny_components(seed: int = 0, unit_latents: bool = False) -> dict:
     """In-memory components (vae, text_encoder, tokenizer, unet, scheduler), identical for a seed.
 
-    ``unit_latents``: the VAE's ``scaling_factor`` gives its latents unit variance (a base that can
-    learn prompts); by default SD's factor, which the tests of the plain pipeline were written with.
+    ``unit_latents``: the VAE's ``scaling_factor`` gives its latents unit variance (without it no
+    prompt can be learned); by default SD's factor, which the tests of the plain pipeline were written with.
     """
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel

@@ -4,9 +4,10 @@
 2. one everyday sound -> spectrogram -> audio, the codec's round trip
 3. a tiny random Riffusion-architecture pipeline, briefly fine-tuned on that dataset
 4. music from the everyday sound with the fine-tuned model (masked img2img), plus a report
-5. does fine-tuning learn a genre? Two built-in genres as small (64 px) clips, a tiny base that can
-   learn prompts (``tiny-model --unit-latents``), fine-tuned for a minute or two, with its held-out
-   genre accuracy measured before and after (``riffmask eval genre``)
+5. does fine-tuning learn a genre? Two built-in genres as small (64 px) clips, a tiny base with
+   unit-variance latents (``tiny-model --unit-latents``), fine-tuned for a minute or two, with its
+   held-out genre accuracy measured before and after (``riffmask eval genre``). On a CPU this short
+   run does not reliably rise above chance: docs/genre.md has the measurements.
 
 Every step is the ``riffmask`` command a user would type, printed before it runs. The tiny model is
 random: the music it makes is noise shaped by the mask. The same commands with

@@ -142,11 +142,13 @@ def test_eval_genre_bad_inputs_are_one_line_errors(tmp_path, tiny_model_dir, pre
 
 
 def _one_genre_dataset(tmp_path):
+    from riffmask.core.params import SpectrogramOptions
     from riffmask.data_prep.config import PrepConfig
     from riffmask.data_prep.dataset import prepare_dataset
     from riffmask.data_prep.synth import write_builtin_genres
 
     write_builtin_genres(tmp_path / "genres", seconds=0.7, files_per_genre=1, genres=("ambient",))
-    cfg = PrepConfig(width=support.RES, num_frequencies=support.RES, validation_fraction=0.0)
+    cfg = PrepConfig(width=support.RES, spectrogram=SpectrogramOptions(num_frequencies=support.RES),
+                     validation_fraction=0.0)
     prepare_dataset(tmp_path / "genres", tmp_path / "prep", cfg, progress=False)
     return tmp_path / "prep"

@@ -74,34 +74,3 @@ def test_balanced_sampling_draws_each_genre_equally():
     assert {i for i in drawn if genres[i] == "a"} == set(range(8))
     assert drawn == [data.clip_at(cache, p, 0, data.INSTANCE) for p in range(33)]  # a pure function
 
-
-def test_a_short_fine_tune_learns_two_genres(tmp_path, tmp_path_factory):
-    """The tiny base with unit-variance latents learns two very different genres in seconds.
-
-    Measured over training seeds 0-3 before choosing the assertion (docs/genre.md): held-out accuracy
-    0.50 before (every clip to one genre) and MEASURED after LEARN_STEPS steps.
-    """
-    from riffmask.data_prep.config import PrepConfig
-    from riffmask.data_prep.dataset import prepare_dataset
-    from riffmask.data_prep.synth import write_builtin_genres
-    from riffmask.demo import LEARN_GENRES, LEARN_STEPS
-    from riffmask.infer.tiny import save_tiny_pipeline
-    from riffmask.metrics import genre
-
-    write_builtin_genres(tmp_path / "genres", seconds=4.0, files_per_genre=4, genres=LEARN_GENRES)
-    cfg = PrepConfig(width=support.RES, num_frequencies=support.RES, validation_fraction=0.34)
-    prepare_dataset(tmp_path / "genres", tmp_path / "prep", cfg, progress=False)
-    base = save_tiny_pipeline(tmp_path / "base", unit_latents=True)
-    rows = genre.split_rows(tmp_path / "prep", "validation")
-
-    def accuracy(model) -> float:
-        m = genre.load_genre_model(str(model))
-        prompts = genre.genre_prompts(rows, genre.genres_of(rows))
-        return genre.classify(m, genre.clip_latents(m.vae, rows), [r["genre"] for r in rows], prompts, 8).accuracy
-
-    before = accuracy(base)
-    out = run_train(**overrides(tmp_path / "prep", base, tmp_path / "run", max_train_steps=LEARN_STEPS,
-                                train_batch_size=4, learning_rate=1e-3))
-    after = accuracy(out)
-    assert before == 0.5
-    assert after >= 0.8, (before, after)

@@ -64,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tiny.add_argument(
         "--unit-latents",
         action="store_true",
-        help="scale the random VAE's latents to unit variance (as SD's factor does for its trained VAE), so that "
-        "fine-tuning can learn prompts: see docs/genre.md",
+        help="scale the random VAE's latents to unit variance (as SD's factor does for its trained VAE): without it "
+        "fine-tuning cannot learn prompts (docs/genre.md)",
     )
     tiny.set_defaults(func=tiny_model_command)
 
