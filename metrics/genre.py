@@ -30,8 +30,9 @@ import torch
 from riffmask.common.errors import RiffmaskError
 from riffmask.data_prep.sources import readable_name
 
-#: (timestep, noise) pairs per clip and prompt. bench/results/genre.json measures accuracy against
-#: cost: on the synthetic genres accuracy stops moving between 16 and 32 pairs.
+#: (timestep, noise) pairs per clip and prompt. Cost grows linearly with it; measured on the tiny
+#: fine-tune (docs/genre.md), agreement with a 64-pair classification rises to 0.87 at 16 pairs and
+#: no further at 32.
 DEFAULT_PAIRS = 16
 DEFAULT_SEED = 0
 
