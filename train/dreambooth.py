@@ -151,15 +151,9 @@ def _train(cfg: TrainConfig) -> Path:
                                   init_kwargs={"wandb": {"dir": str(out)}})
     validator = None
     if cfg.validation_steps and accelerator.is_main_process:
-        from riffmask.metrics.genre import genre_prompts, genres_of
         from riffmask.train.validation import Validator
 
-        template = cfg.instance_template if cfg.captions == "template" else None
-        everything = rows + held_out_rows
-        prompts = None if cfg.captions == "instance_prompt" else genre_prompts(everything, genres_of(everything),
-                                                                                 template)
-        validator = Validator(cfg, m, held_out, out / "validation", instances.captions[0], prompts,
-                              [row["genre"] for row in held_out_rows])
+        validator = Validator(cfg, m, held_out, out / "validation", instances.captions[0], rows, held_out_rows)
 
     log.info("%d clips, %d process(es) x batch %d x %d accumulation = %d clips per step; steps %d..%d",
              len(instances), world, cfg.train_batch_size, cfg.gradient_accumulation_steps,

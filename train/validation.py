@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +33,14 @@ class Validator:
     """Fixed validation sounds and generation settings, and the held-out clips."""
 
     def __init__(self, cfg, models, held_out: data.ClipCache | None, folder: Path, default_prompt: str,
-                 genre_prompts: dict[str, str] | None = None, held_out_genres: list[str] | None = None):
+                 train_rows: Sequence[dict] = (), held_out_rows: Sequence[dict] = ()):
         from riffmask.core.params import SpectrogramOptions
         from riffmask.data_prep.synth import write_builtin_sound
         from riffmask.infer.config import GenerateConfig
 
         self.cfg, self.models, self.held_out, self.folder = cfg, models, held_out, folder
-        # Genre accuracy needs held-out clips of two genres or more, each with a prompt of its own.
-        distinct = genre_prompts is not None and len(set(genre_prompts.values())) == len(genre_prompts)
-        self.genre_prompts = genre_prompts if held_out is not None and distinct and len(genre_prompts) > 1 else None
-        self.held_out_genres = held_out_genres
+        self.genre_prompts = self._genre_prompts(cfg, [*train_rows, *held_out_rows]) if held_out is not None else None
+        self.held_out_genres = [row["genre"] for row in held_out_rows]
         # Generate's own sections, at the training resolution; one window (the training size) per sound.
         sampling = dataclasses.replace(
             cfg.validation.sampling, prompt=cfg.validation.sampling.prompt or [default_prompt],
@@ -55,6 +54,17 @@ class Validator:
         seconds = params.samples_for(cfg.resolution) / params.sample_rate  # one window: the training size
         sounds = [Path(p) for p in cfg.validation_sounds] or [write_builtin_sound(folder / "inputs" / "kettle.wav")]
         self.sounds = [(path.stem, load_audio(path, duration=seconds)) for path in sounds]
+
+    @staticmethod
+    def _genre_prompts(cfg, rows: list[dict]) -> dict[str, str] | None:
+        """The candidate prompt of each genre, as the captions were trained; None when genres cannot be
+        told apart by prompt (one genre, or one caption for all: ``captions=instance_prompt``)."""
+        from riffmask.metrics.genre import genre_prompts, genres_of
+
+        template = cfg.instance_template if cfg.captions == "template" else None
+        prompts = genre_prompts(rows, genres_of(rows), template)
+        distinct = len(set(prompts.values())) == len(prompts) > 1
+        return prompts if distinct and cfg.captions != "instance_prompt" else None
 
     def run(self, step: int, accelerator, unet, text_encoder, vae, media: bool = True) -> dict[str, float]:
         """Compute the held-out loss and genre accuracy, generate and log the media; return scalar logs."""
