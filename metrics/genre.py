@@ -290,6 +290,22 @@ def save_confusion_png(result: GenreResult, path: str | os.PathLike, title: str 
     _pyplot().close(fig)
 
 
+class GenreRater:
+    """Which of a few prompts a spectrogram reads as, to the pipeline that made it (the genre rate of
+    ``riffmask sweep``: how often generating with prompt G gives an output classified as G)."""
+
+    def __init__(self, pipe, prompts: Sequence[str], num_pairs: int = DEFAULT_PAIRS, seed: int = DEFAULT_SEED):
+        self.model = GenreModel.from_pipeline(pipe)
+        self.prompts, self.num_pairs, self.seed = list(prompts), num_pairs, seed
+        self.embeddings = encode_prompts(self.model.text_encoder, self.model.tokenizer, self.prompts)
+
+    def classify(self, image) -> str:
+        """The prompt under which ``image`` (a spectrogram, PIL) denoises best."""
+        latents = encode_latents(self.model.vae, [image_pixels(image)])
+        errors = denoising_errors(self.model, latents, self.embeddings, self.num_pairs, self.seed)
+        return self.prompts[int(errors[0].argmin())]
+
+
 # --------------------------------------------------------------------------- a model folder on a dataset
 def load_genre_model(model: str, lora: Sequence[str] = (), allow_pickle: bool = False,
                      device: str | None = None) -> GenreModel:

@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from riffmask.common.io import atomic_path
 from riffmask.metrics.results import Row, mean_sem
 
-METRIC_LABELS = {"ssim": "SSIM", "chroma": "chroma similarity"}
+METRIC_LABELS = {"ssim": "SSIM", "chroma": "chroma similarity", "genre": "genre rate",
+                 "input_genre": "genre rate of the input"}
 
 
 def _pyplot():

@@ -7,6 +7,12 @@ prompt is generated with infer's Python API and scored (SSIM and chroma, SPEC §
 adds the paper's ablation: every combination also without the brightness step and without the
 contrast step, compared with all steps by a paired t-test and Cohen's d.
 
+With two prompts or more, each output also gets its genre rate (``genre``: 1 when the pipeline
+itself classifies the output as the prompt it was made with, among the sweep's prompts, by
+diffusion classification, ``metrics.genre``) beside the input's own (``input_genre``: 1 when the
+input already reads as that prompt): keeping the sound's structure (SSIM) against moving it to the
+genre, per downshift, is the paper's trade-off.
+
 Layout: ``OUT/sweep.csv``, ``OUT/summary.json``, ``OUT/sweep_<param>.png``, ``OUT/ablation.png``,
 ``OUT/report.html`` and, per combination, ``OUT/items/<combination>/`` in the layout of
 ``riffmask generate`` (spectrograms, sounds and a sidecar per input).
@@ -35,6 +41,8 @@ SWEPT = {"downshift": int, "brightness": float, "contrast": float, "strength": f
 #: The paper's ablation: mask variants as overrides of the config.
 ABLATION = {"all steps": {}, "no brightness": {"brightness": None}, "no contrast": {"contrast": None}}
 METRICS = ("ssim", "chroma")
+#: Added when the sweep has two prompts or more (see the module docstring).
+GENRE_METRICS = ("genre", "input_genre")
 
 
 def parse_values(text: str, kind: type = float) -> list:
@@ -113,6 +121,11 @@ def run_sweep(
     log.info("sweep: %d combinations done before, %d to do", len(done), len(todo))
     if todo and pipe is None:
         pipe = load_pipeline(cfg)  # a model that cannot load stops the sweep with its error
+    rater = None
+    if todo and len(cfg.sampling.prompt) > 1:
+        from riffmask.metrics.genre import GenreRater
+
+        rater = GenreRater(pipe, cfg.sampling.prompt)
     failed: list[Row] = []
     with tqdm(total=len(todo), desc="sweep", unit="item", disable=None) as bar:
         for source, group in itertools.groupby(todo, key=lambda t: t[0]):
@@ -124,7 +137,7 @@ def run_sweep(
                 failed += [_failure(name, p, c, exc) for _, p, c in group]
                 bar.update(len(group))
                 continue
-            reference = None
+            reference = input_reading = None
             for _, prompt, combo in group:
                 item_cfg = _config_for(cfg, combo, prompt)
                 try:
@@ -135,6 +148,10 @@ def run_sweep(
                         "ssim": ssim(gen.input_image, gen.output_image),
                         "chroma": chroma_cosine(reference, image_chroma(gen.output_image, chroma_decode)),
                     }
+                    if rater is not None:
+                        input_reading = input_reading or rater.classify(gen.input_image)
+                        scores["genre"] = float(rater.classify(gen.output_image) == prompt)
+                        scores["input_genre"] = float(input_reading == prompt)
                 except (RiffmaskError, ValueError, RuntimeError) as exc:
                     failed.append(_failure(name, prompt, combo, exc))
                     bar.update()
@@ -179,19 +196,20 @@ def analyse(rows: Sequence[Row], swept: dict[str, list], out_dir: str | os.PathL
     out_dir = Path(out_dir)
     good = [r for r in rows if not r.get("error")]
     base = [r for r in good if r.get("variant", "all steps") == "all steps"]
-    summary: dict[str, Any] = {**summarize(rows, METRICS), "plots": [], "by_value": {}}
+    metrics = metrics_of(good)
+    summary: dict[str, Any] = {**summarize(rows, metrics), "plots": [], "by_value": {}}
     for param, values in swept.items():
         if len(values) < 2:
             continue
         path = out_dir / f"sweep_{param}.png"
-        plot_sweep(base, param, path, METRICS)
+        plot_sweep(base, param, path, metrics)
         summary["plots"].append(path.name)
         summary["by_value"][param] = {
             m: [{"value": v, "mean": mean, "sem": sem, "n": n} for v, mean, sem, n in group_mean_sem(base, param, m)]
-            for m in METRICS
+            for m in metrics
         }
     if ablation:
-        groups, tests = _ablation_groups(good), {}
+        groups, tests = _ablation_groups(good), {}  # the paper's ablation: SSIM and chroma
         for variant in list(groups)[1:]:
             tests[variant] = {m: paired_comparison(groups["all steps"][m], groups[variant][m]) for m in METRICS}
         if groups["all steps"]["ssim"]:
@@ -201,11 +219,17 @@ def analyse(rows: Sequence[Row], swept: dict[str, list], out_dir: str | os.PathL
     return summary
 
 
+def metrics_of(rows: Sequence[Row]) -> tuple[str, ...]:
+    """SSIM and chroma, and the genre rates when the rows have them (sweeps of several prompts)."""
+    return METRICS + (GENRE_METRICS if any(r.get("genre") is not None for r in rows) else ())
+
+
 def _ablation_groups(rows: Sequence[Row]) -> dict[str, dict[str, list[float]]]:
     """Per variant and metric, the values of the combinations that every variant completed, paired."""
 
     def key(r: Row) -> tuple:
-        return tuple((k, r[k]) for k in sorted(r) if k not in (*METRICS, "variant", "combination", "error"))
+        scores = (*METRICS, *GENRE_METRICS)
+        return tuple((k, r[k]) for k in sorted(r) if k not in (*scores, "variant", "combination", "error"))
 
     by_variant = {v: {key(r): r for r in rows if r.get("variant") == v} for v in ABLATION}
     shared = sorted(set.intersection(*(set(d) for d in by_variant.values())), key=str)

@@ -98,3 +98,19 @@ def test_a_model_that_cannot_load_stops_the_sweep(main, tmp_path, capsys):
     argv = ["sweep", str(tmp_path / "a.wav"), "--model", str(tmp_path / "no-model"), "--downshift", "0,255"]
     assert main([*argv, "--out", str(tmp_path / "o"), *SMALL]) == 2
     assert "no-model" in capsys.readouterr().err and not (tmp_path / "o" / "sweep.csv").exists()
+
+
+def test_sweep_of_several_prompts_rates_the_genre(main, tmp_path, tiny_model_dir):
+    """With two prompts, each output is classified among them: ``genre`` against ``input_genre``."""
+    write_wav(tmp_path / "in" / "kettle.wav", tone(500.0, 0.3))
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(tmp_path / "in"), "--model", str(tiny_model_dir), "--prompt", "[ambient, chiptune]"]
+    assert main([*argv, "--out", str(out), "--chroma-iterations", "2", "--downshift", "0,255", *SMALL]) == 0
+    rows = read_csv(out / "sweep.csv")
+    assert len(rows) == 4 and {r["prompt"] for r in rows} == {"ambient", "chiptune"}
+    assert all(r["genre"] in (0, 1) and r["input_genre"] in (0, 1) for r in rows)
+    # the input reads as exactly one of the two prompts
+    assert sum(r["input_genre"] for r in rows if r["downshift"] == 0) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert [p["value"] for p in summary["by_value"]["downshift"]["genre"]] == [0, 255]
+    assert 0 <= summary["genre_mean"] <= 1
