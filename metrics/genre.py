@@ -13,7 +13,7 @@ equal slice of the schedule) rather than drawn at random, which lowers the varia
 for the same cost.
 
 Used by ``riffmask eval genre``, by training validation (genre accuracy at every validation step),
-by ``riffmask sweep`` (the genre rate of generated outputs) and by ``bench/bench_genre.py``.
+by ``riffmask sweep`` (the genre rate of generated outputs) and by ``make demo``.
 """
 
 from __future__ import annotations
