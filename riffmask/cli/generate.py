@@ -142,7 +142,7 @@ def _current_keys(config: dict) -> dict:
 
 
 def mask_command(args: argparse.Namespace) -> int:
-    from riffmask.core.codec import load_image, save_image
+    from riffmask.core.image import load_image, save_image
     from riffmask.infer.mask import MaskParams, make_mask, mask_steps, steps_image
 
     params = config_from_args(MaskParams, args, args.overrides)
