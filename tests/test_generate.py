@@ -233,3 +233,17 @@ def test_batches_across_sounds_give_the_unbatched_results(pipe, tiny_model_dir, 
 def test_batch_size_is_validated(tiny_model_dir):
     with pytest.raises(ConfigError, match="batch_size"):
         small_config(tiny_model_dir, batch_size=0)
+
+
+def test_compile_traces_unet_and_vae_and_keeps_the_result(pipe, tiny_model_dir, sounds, monkeypatch):
+    # Dynamo's real graph capture, run eagerly: inductor's C++ build would take minutes on this CPU.
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend="eager", **kwargs))
+    cfg = small_config(tiny_model_dir, compile=True)
+    compiled = load_pipeline(cfg)
+    assert isinstance(compiled.unet, torch._dynamo.eval_frame.OptimizedModule)
+    audio, _ = sf.read(sounds / "short.wav", dtype="float32")
+    made = generate_sound(compiled, audio, cfg)[0]
+    plain = generate_sound(pipe, audio, cfg)[0]
+    assert np.abs(np.asarray(made.output_image, np.int16) - np.asarray(plain.output_image, np.int16)).max() <= 1
+    assert made.audio.shape == plain.audio.shape
