@@ -133,7 +133,7 @@ def load_pipeline(cfg: GenerateConfig):
     set_scheduler(pipe, cfg.checkpoint.scheduler)
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
-    speed_up(pipe, cfg.compile)
+    speed_up(pipe, cfg.checkpoint.compile)
     return pipe
 
 

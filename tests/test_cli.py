@@ -55,7 +55,14 @@ def test_known_library_noise_is_dropped_and_the_rest_kept(caplog):
         "There are modules in UNet that should be kept in float32: ['norm']", "a real bitsandbytes error"]
 
 
-_LOADED = "import sys, runpy; sys.argv = ['riffmask', *sys.argv[1:]]\ntry:\n    runpy.run_module('riffmask.cli', run_name='__main__')\nexcept SystemExit:\n    pass\nprint(' '.join(m for m in ('torch', 'librosa', 'scipy', 'numba', 'diffusers') if m in sys.modules))"
+_LOADED = """import sys, runpy
+sys.argv = ["riffmask", *sys.argv[1:]]
+try:
+    runpy.run_module("riffmask.cli", run_name="__main__")
+except SystemExit:
+    pass
+print(" ".join(m for m in ("torch", "librosa", "scipy", "numba", "diffusers") if m in sys.modules))
+"""
 
 
 def heavy_modules_loaded(*argv: str) -> set[str]:
