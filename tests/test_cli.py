@@ -81,6 +81,6 @@ def test_one_shot_commands_load_only_what_they_need(tmp_path):
     write_wav(wav, tone(440, 0.5))
     heavy_modules_loaded("spectrogram", str(wav), str(png))  # the first run may fill the codec's cache
     assert heavy_modules_loaded("spectrogram", str(wav), str(png)) == {"torch"}
-    assert heavy_modules_loaded("audio", str(png), str(out), "--phase-init", "random") == {"torch"}
+    assert heavy_modules_loaded("audio", str(png), str(out), "--phase-start", "random") == {"torch"}
     assert heavy_modules_loaded("mask", str(png), str(tmp_path / "m.png")) == set()
     assert out.is_file() and (tmp_path / "m.png").is_file()
