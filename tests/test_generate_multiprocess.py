@@ -38,7 +38,7 @@ def _contents(folder) -> dict[str, object]:
             data = json.loads(path.read_text())
             if path.name == "summary.json":
                 data = {k: sorted(map(json.dumps, v)) if isinstance(v, list) else v for k, v in data.items()}
-            data["config"] = {k: v for k, v in data["config"].items() if k != "out"}
+            data["config"]["output"].pop("out")
             found[path.name] = {k: v for k, v in data.items() if k not in TIMING}
         elif path.suffix != ".yaml":
             found[path.name] = path.read_bytes()
