@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from riffmask.common.config import ConfigError, option
 from riffmask.core.params import SpectrogramOptions, SpectrogramParams
 from riffmask.data_prep.sources import format_caption
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells it, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
@@ -37,7 +43,7 @@ class PrepConfig:
     png_compress_level: int = option(
         1, help="zlib level of the PNGs (0-9): 1 encodes 3x faster than 6, files a sixth larger"
     )
-    num_proc: int = option(1, help="worker processes preparing files in parallel")
+    num_proc: int | None = option(None, help="worker processes preparing files in parallel (null: one per CPU core)")
 
     def validate(self) -> None:
         if self.width < 2:
@@ -54,14 +60,19 @@ class PrepConfig:
             raise ConfigError("validation_fraction must be in [0, 1)")
         if not 0 <= self.png_compress_level <= 9:
             raise ConfigError("png_compress_level must be 0..9")
-        if self.num_proc < 1:
-            raise ConfigError("num_proc must be >= 1")
+        if self.num_proc is not None and self.num_proc < 1:
+            raise ConfigError("num_proc must be >= 1 (or null: one per CPU core)")
         try:
             format_caption(self.caption_template, "genre", "stem")
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(
                 f"caption_template {self.caption_template!r}: use only {{genre}} and {{stem}} ({exc})"
             ) from None
+
+    @property
+    def workers(self) -> int:
+        """Worker processes this run uses: ``num_proc``, else the CPU cores this process may use."""
+        return self.num_proc or available_cores()
 
     @property
     def params(self) -> SpectrogramParams:

@@ -1,9 +1,9 @@
 """Genre folders -> a training dataset of spectrogram clips (``riffmask prep``): the whole run.
 
 Sources are found (:mod:`~riffmask.data_prep.sources`), each pending one becomes clips and a manifest
-(:mod:`~riffmask.data_prep.source_file`, in a process pool when ``num_proc`` > 1), and the folder is
-rebuilt from the manifests (:mod:`~riffmask.data_prep.writers`); :mod:`~riffmask.data_prep.readers`
-holds the layout and the readers. Safe to interrupt (even ``kill -9``) and rerun.
+(:mod:`~riffmask.data_prep.source_file`, in a pool of ``num_proc`` processes, by default one per core),
+and the folder is rebuilt from the manifests (:mod:`~riffmask.data_prep.writers`);
+:mod:`~riffmask.data_prep.readers` holds the layout and the readers. Safe to interrupt (even ``kill -9``) and rerun.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from riffmask.common.config import ConfigError
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import write_json_atomic
 from riffmask.data_prep.clips import clip_starts
-from riffmask.data_prep.config import PrepConfig
+from riffmask.data_prep.config import PrepConfig, available_cores
 from riffmask.data_prep.readers import STATE_DIR
 from riffmask.data_prep.source_file import init_worker, prepare_task, read_manifest, warm_codec
 from riffmask.data_prep.sources import Source, scan_genres
@@ -65,11 +65,11 @@ def prepare_dataset(
 
     bar = tqdm(total=len(pending), unit="file", desc="prep", disable=None if progress is None else not progress)
     new = [(s, cfg, out_dir) for s in pending]
-    if cfg.num_proc > 1 and len(new) > 1:
-        threads = max(1, (os.cpu_count() or 1) // cfg.num_proc)
+    if cfg.workers > 1 and len(new) > 1:
+        threads = max(1, available_cores() // cfg.workers)
         warm_codec(cfg.params)
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        with ctx.Pool(min(cfg.num_proc, len(new)), initializer=init_worker, initargs=(threads,)) as pool:
+        with ctx.Pool(min(cfg.workers, len(new)), initializer=init_worker, initargs=(threads,)) as pool:
             for manifest in pool.imap(prepare_task, new):
                 done[manifest["source"]] = manifest
                 bar.update()

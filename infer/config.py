@@ -42,6 +42,9 @@ class CheckpointConfig:
     scheduler: str | None = option(None, help="diffusers scheduler class name; default: the checkpoint's own")
     device: str | None = option(None, help="torch device; default cuda when present, else cpu")
     dtype: str | None = option(None, help="float32, float16 or bfloat16; default float16 on cuda, else float32")
+    compile: bool = option(
+        False, help="torch.compile the UNet and VAE (GPU speed-up; the first call compiles, for minutes)"
+    )
 
     def validate(self) -> None:
         if self.lora_scale and len(self.lora_scale) not in (1, len(self.lora)):
@@ -64,6 +67,9 @@ class SamplingConfig:
     window: int = option(512, help="window width in px (10 ms each); the model's training size")
     overlap: int = option(128, help="px shared by neighbouring windows of long inputs")
     windows_per_batch: int | None = option(8, help="windows per UNet call for long inputs (bounds memory)")
+    batch_size: int = option(
+        1, help="inputs whose windows go through the UNet together, each with its own generator (same results)"
+    )
 
     def validate(self) -> None:
         if not 0.0 < self.strength <= 1.0:
@@ -74,6 +80,8 @@ class SamplingConfig:
             raise ConfigError(f"num_variations: must be at least 1, got {self.num_variations}")
         if self.window % 8 or self.overlap % 8 or not 0 <= self.overlap < self.window:
             raise ConfigError(f"window, overlap: multiples of 8, overlap < window: {self.window}, {self.overlap}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: at least 1, got {self.batch_size}")
         if self.windows_per_batch is not None and self.windows_per_batch < 1:
             raise ConfigError(f"windows_per_batch: at least 1, got {self.windows_per_batch}")
 

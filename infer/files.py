@@ -25,7 +25,7 @@ from riffmask.common.io import safe_stem, write_json_atomic
 from riffmask.core.audio import AUDIO_EXTENSIONS, load_audio, write_wav
 from riffmask.core.codec import save_image
 from riffmask.infer.config import GenerateConfig
-from riffmask.infer.generate import Generation, generate_sound
+from riffmask.infer.generate import Generation, generate_sounds
 
 log = logging.getLogger(__name__)
 
@@ -130,34 +130,77 @@ def write_item(gen: Generation, out_dir: Path, name: str, sidecar: dict) -> None
 
 def generate_files(pipe, inputs: list[Path], cfg: GenerateConfig) -> RunSummary:
     """Run every input; one failing input is recorded and the others go on. Writes summary.json."""
+    summary = run_inputs(pipe, inputs, cfg)
+    write_summary(summary, cfg)
+    return summary
+
+
+def write_summary(summary: RunSummary, cfg: GenerateConfig) -> None:
+    write_json_atomic(Path(cfg.output.out) / "summary.json", dataclasses.asdict(summary) | {"config": config_dict(cfg)})
+
+
+def run_inputs(pipe, inputs: list[Path], cfg: GenerateConfig, share: tuple[int, int] = (0, 1)) -> RunSummary:
+    """Generate and write the items of ``inputs`` (no summary.json); ``share = (k, n)``: only every n-th
+    input from the k-th, the part of process k of n (names still come from the whole list).
+
+    Up to ``cfg.sampling.batch_size`` inputs at a time go through the model together (:func:`generate_sounds`).
+    """
     out_dir = Path(cfg.output.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()
     names = output_names(inputs)
-    for source in inputs:
+    todo: list[tuple[Path, list[str], list[str]]] = []
+    for source in inputs[share[0] :: share[1]]:
         all_names = item_names(names[source], len(cfg.sampling.items()))
         existing = [n for n in all_names if any((out_dir / f).exists() for f in item_files(n).values())]
         if existing and not cfg.output.overwrite:
             summary.skipped += [{"item": n, "reason": "outputs exist (use --overwrite)"} for n in existing]
             if len(existing) == len(all_names):
                 continue
-        started = time.perf_counter()
+        todo.append((source, all_names, existing))
+    size = cfg.sampling.batch_size
+    for first in range(0, len(todo), size):
+        _generate_batch(pipe, todo[first : first + size], cfg, out_dir, summary)
+    return summary
+
+
+def _generate_batch(
+    pipe, batch: list[tuple[Path, list[str], list[str]]], cfg: GenerateConfig, out_dir: Path, summary: RunSummary
+) -> None:
+    """Read, generate and write a batch of inputs; an input that fails is recorded and the rest go on."""
+    started = time.perf_counter()
+    ready, sounds = [], []
+    for entry in batch:
         try:
-            audio = read_part(source, cfg)
-            generations = generate_sound(pipe, audio, cfg)
+            sounds.append(read_part(entry[0], cfg))
+            ready.append(entry)
         except (RiffmaskError, OSError, ValueError, RuntimeError) as exc:
-            log.error("%s", exc)
-            summary.failed.append({"input": str(source), "error": str(exc)})
-            continue
-        seconds = (time.perf_counter() - started) / len(generations)
+            _record_failure(summary, entry[0], exc)
+    if not ready:
+        return
+    try:
+        made = generate_sounds(pipe, sounds, cfg)
+    except (RiffmaskError, OSError, ValueError, RuntimeError) as exc:
+        if len(ready) == 1:
+            _record_failure(summary, ready[0][0], exc)
+            return
+        # Which input broke the batch? Alone, each one fails or succeeds on its own.
+        for entry in ready:
+            _generate_batch(pipe, [entry], cfg, out_dir, summary)
+        return
+    seconds = (time.perf_counter() - started) / sum(len(g) for g in made)
+    for (source, all_names, existing), generations in zip(ready, made, strict=True):
         for name, gen in zip(all_names, generations, strict=True):
             if name in existing and not cfg.output.overwrite:
                 continue
             write_item(gen, out_dir, name, item_sidecar(gen, cfg, source, name, seconds, pipe))
             summary.done.append(name)
         log.info("%s -> %s", source, ", ".join(all_names))
-    write_json_atomic(out_dir / "summary.json", dataclasses.asdict(summary) | {"config": config_dict(cfg)})
-    return summary
+
+
+def _record_failure(summary: RunSummary, source: Path, exc: Exception) -> None:
+    log.error("%s", exc)
+    summary.failed.append({"input": str(source), "error": str(exc)})
 
 
 def read_part(source: Path, cfg: GenerateConfig) -> np.ndarray:

@@ -65,41 +65,67 @@ def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generat
     All items go through the UNet as one batch. Used by ``riffmask generate``, the sweep and
     training validation.
     """
+    return generate_sounds(pipe, [audio], cfg)[0]
+
+
+def generate_sounds(pipe, sounds: list[np.ndarray], cfg: GenerateConfig) -> list[list[Generation]]:
+    """:func:`generate_sound` of several sounds, their items sent through the UNet together.
+
+    Sounds whose images are equally wide share one pipeline call (their windows batched, each item
+    with its own generator, so every result equals the one made alone, to float tolerance); sounds of
+    other widths get a call per width, never padding one sound to another's length.
+    """
+    if any(audio.size == 0 for audio in sounds):
+        raise RiffmaskError("no audio to process")
+    widths = [padded_width(len(audio), cfg) for audio in sounds]
+    results: list[list[Generation]] = [[] for _ in sounds]
+    for width in dict.fromkeys(widths):
+        group = [k for k, w in enumerate(widths) if w == width]
+        made = _generate_same_width(pipe, [sounds[k] for k in group], width, cfg)
+        for k, generations in zip(group, made, strict=True):
+            results[k] = generations
+    return results
+
+
+def _generate_same_width(pipe, sounds: list[np.ndarray], width: int, cfg: GenerateConfig) -> list[list[Generation]]:
+    """One pipeline call for sounds whose images are ``width`` px wide: one item per (sound, prompt, seed)."""
     import torch
 
-    if audio.size == 0:
-        raise RiffmaskError("no audio to process")
     params = cfg.spectrogram.params
-    width = padded_width(len(audio), cfg)
-    padded = _pad_to_width(audio, width, params)
-    image = audio_to_image(padded, params, cfg.spectrogram.spectrogram_mode)
-    mask = make_mask(image, cfg.mask)
-    items = cfg.sampling.items()
-    wide = width > cfg.sampling.window
+    sampling = cfg.sampling
+    padded = [_pad_to_width(audio, width, params) for audio in sounds]
+    images = [audio_to_image(p, params, cfg.spectrogram.spectrogram_mode) for p in padded]
+    masks = [make_mask(image, cfg.mask) for image in images]
+    items = sampling.items()
+    one = len(sounds) == 1  # one image for all items: encoded once, as the paper's single-sound call
+    wide = width > sampling.window
     # Wide images: the VAE encodes/decodes in blended tiles (its attention would not fit otherwise).
     (pipe.vae.enable_tiling if wide else pipe.vae.disable_tiling)()
     started = time.perf_counter()
     result = pipe(
-        prompt=[p for p, _ in items],
-        image=image,
-        mask_image=mask,
-        strength=cfg.sampling.strength,
-        num_inference_steps=cfg.sampling.steps,
-        guidance_scale=cfg.sampling.guidance,
-        negative_prompt=[cfg.sampling.negative_prompt] * len(items) if cfg.sampling.negative_prompt else None,
-        generator=[torch.Generator().manual_seed(s) for _, s in items],
-        window_width=cfg.sampling.window if wide else None,
-        window_overlap=cfg.sampling.overlap,
-        windows_per_batch=cfg.sampling.windows_per_batch,
+        prompt=[p for p, _ in items] * len(sounds),
+        image=images[0] if one else [im for im in images for _ in items],
+        mask_image=masks[0] if one else [m for m in masks for _ in items],
+        strength=sampling.strength,
+        num_inference_steps=sampling.steps,
+        guidance_scale=sampling.guidance,
+        negative_prompt=[sampling.negative_prompt] * len(items) * len(sounds) if sampling.negative_prompt else None,
+        generator=[torch.Generator().manual_seed(s) for _ in sounds for _, s in items],
+        window_width=sampling.window if wide else None,
+        window_overlap=sampling.overlap,
+        windows_per_batch=sampling.windows_per_batch,
         output_type="pil",
     ).images
-    model_seconds = (time.perf_counter() - started) / len(items)
-    outputs = [with_exif(im.convert("RGB"), image) for im in result]
-    music = decode_images(outputs, cfg.decode, known_audio=padded)
-    return [
-        Generation(p, s, image, mask, out, audio, peak_normalize(_fit(m, len(audio))), model_seconds)
-        for (p, s), out, m in zip(items, outputs, music, strict=True)
-    ]
+    model_seconds = (time.perf_counter() - started) / len(result)
+    out = []
+    for k, (audio, image, mask) in enumerate(zip(sounds, images, masks, strict=True)):
+        outputs = [with_exif(im.convert("RGB"), image) for im in result[k * len(items) : (k + 1) * len(items)]]
+        music = decode_images(outputs, cfg.decode, known_audio=padded[k])
+        out.append([
+            Generation(p, s, image, mask, output, audio, peak_normalize(_fit(m, len(audio))), model_seconds)
+            for (p, s), output, m in zip(items, outputs, music, strict=True)
+        ])
+    return out
 
 
 def decode_images(

@@ -132,4 +132,24 @@ def load_pipeline(cfg: GenerateConfig):
     _load_loras(pipe, cfg)
     set_scheduler(pipe, cfg.checkpoint.scheduler)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    speed_up(pipe, cfg.checkpoint.compile)
+    return pipe
+
+
+def speed_up(pipe, compile_modules: bool) -> None:
+    """GPU throughput settings: channels-last convolutions on CUDA; ``compile``: torch.compile the UNet
+    and the VAE's encode and decode (diffusers' documented way). On CPU, results stay bit for bit the same.
+
+    Compiling costs its time on the first call (minutes for the full-size UNet) and again for each new
+    image width or batch size; it pays off over long runs. Untested on a GPU so far (README).
+    """
+    import torch
+
+    if pipe.device.type == "cuda":
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if compile_modules:
+        pipe.unet = torch.compile(pipe.unet)
+        pipe.vae.encode = torch.compile(pipe.vae.encode)
+        pipe.vae.decode = torch.compile(pipe.vae.decode)

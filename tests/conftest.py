@@ -40,6 +40,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The codec's disk cache in a folder of this session (child processes inherit it), not the user's."""
+    from riffmask.common.cache import CACHE_ENV
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("riffmask_cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def single_torch_thread():
     """One torch thread for the whole suite, restored after.
 

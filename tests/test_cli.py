@@ -53,3 +53,34 @@ def test_known_library_noise_is_dropped_and_the_rest_kept(caplog):
         logging.getLogger("bitsandbytes.backends.cpu.ops").error("a real bitsandbytes error")
     assert [r.getMessage().split(".")[0] for r in caplog.records] == [
         "There are modules in UNet that should be kept in float32: ['norm']", "a real bitsandbytes error"]
+
+
+_LOADED = """import sys, runpy
+sys.argv = ["riffmask", *sys.argv[1:]]
+try:
+    runpy.run_module("riffmask.cli", run_name="__main__")
+except SystemExit:
+    pass
+print(" ".join(m for m in ("torch", "librosa", "scipy", "numba", "diffusers") if m in sys.modules))
+"""
+
+
+def heavy_modules_loaded(*argv: str) -> set[str]:
+    """Which heavy libraries a whole ``riffmask`` process loads for ``argv``."""
+    result = subprocess.run([sys.executable, "-c", _LOADED, *argv], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.splitlines()[-1].split())
+
+
+def test_one_shot_commands_load_only_what_they_need(tmp_path):
+    from conftest import tone
+
+    from riffmask.core.audio import write_wav
+
+    wav, png, out = tmp_path / "a.wav", tmp_path / "a.png", tmp_path / "b.wav"
+    write_wav(wav, tone(440, 0.5))
+    heavy_modules_loaded("spectrogram", str(wav), str(png))  # the first run may fill the codec's cache
+    assert heavy_modules_loaded("spectrogram", str(wav), str(png)) == {"torch"}
+    assert heavy_modules_loaded("audio", str(png), str(out), "--phase-start", "random") == {"torch"}
+    assert heavy_modules_loaded("mask", str(png), str(tmp_path / "m.png")) == set()
+    assert out.is_file() and (tmp_path / "m.png").is_file()

@@ -179,3 +179,52 @@ def test_silence_gives_white_image_and_unreadable_image_is_named(tmp_path):
     bad.write_bytes(b"not a png")
     with pytest.raises(codec.ImageError, match="broken.png"):
         codec.load_image(bad)
+
+
+def _fresh_codec_arrays() -> None:
+    """Forget the per-process copies, so that the next codec call reads the disk cache again."""
+    codec._filter_arrays.cache_clear()
+    codec._band.cache_clear()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped_byte"])
+def test_filter_cache_gives_the_uncached_bytes_and_heals_when_damaged(tmp_path, monkeypatch, damage):
+    from riffmask.common.cache import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    params = SpectrogramParams(num_frequencies=64)
+    built = codec.build_filter_arrays(params)  # the uncached path
+    audio = tone(440, 0.3) + tone(3000, 0.3, amp=0.2)
+    _fresh_codec_arrays()
+    first = codec.mel_spectrogram(audio, params).numpy()  # builds and writes the cache file
+    (path,) = tmp_path.glob("melbank-*.npz")
+    _fresh_codec_arrays()
+    assert np.array_equal(codec.mel_spectrogram(audio, params).numpy(), first)  # read from the file
+    assert np.array_equal(codec._pseudo_inverse(params).numpy(), built["pinv"])
+    assert np.array_equal(codec.mel_filterbank(params).numpy()[: built["bank"].shape[0]], built["bank"])
+
+    data = bytearray(path.read_bytes())
+    if damage == "garbage":
+        data = bytearray(b"not a cache file")
+    elif damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    _fresh_codec_arrays()
+    image = codec.image_from_mel(codec.mel_spectrogram(audio, params), params)
+    assert np.array_equal(np.asarray(image), np.asarray(codec.image_from_mel(first, params)))
+    assert np.array_equal(codec._pseudo_inverse(params).numpy(), built["pinv"])
+    with np.load(path) as healed:  # rewritten whole
+        assert np.array_equal(healed["pinv"], built["pinv"])
+
+
+def test_filter_cache_in_an_unwritable_place_still_works(tmp_path, monkeypatch):
+    from riffmask.common.cache import CACHE_ENV
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv(CACHE_ENV, str(blocker / "cache"))
+    params = SpectrogramParams(num_frequencies=32)
+    _fresh_codec_arrays()
+    assert np.array_equal(codec._pseudo_inverse(params).numpy(), codec.build_filter_arrays(params)["pinv"])

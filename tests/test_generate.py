@@ -208,3 +208,42 @@ def test_device_and_dtype_choice(tiny_model_dir):
     assert np.isfinite(result.audio).all() and np.abs(result.audio).max() > 0.9
     with pytest.raises(ConfigError, match="dtype"):
         small_config(tiny_model_dir, dtype="float8")
+
+
+def test_batches_across_sounds_give_the_unbatched_results(pipe, tiny_model_dir, sounds, tmp_path):
+    """--batch-size 3: two equally long sounds share UNet calls, a longer one and a bad one go their own way."""
+    sf.write(sounds.parent / "twin.wav", tone(700, 0.4) + tone(150, 0.4, amp=0.2), SR)
+    inputs = [sounds / "short.wav", sounds / "broken.mp3", sounds.parent / "twin.wav", sounds / "long.wav"]
+    outs = {}
+    for batch in (1, 3):
+        cfg = small_config(tiny_model_dir, out=str(tmp_path / f"b{batch}"), batch_size=batch, num_variations=2)
+        summary = generate_files(pipe, inputs, cfg)
+        assert sorted(summary.done) == ["long_v0", "long_v1", "short_v0", "short_v1", "twin_v0", "twin_v1"]
+        assert [f["input"] for f in summary.failed] == [str(sounds / "broken.mp3")]
+        outs[batch] = tmp_path / f"b{batch}"
+    for name in ("short_v0", "short_v1", "twin_v0", "twin_v1", "long_v1"):
+        alone = np.asarray(load_image(outs[1] / f"{name}_output.png"), dtype=np.int16)
+        batched = np.asarray(load_image(outs[3] / f"{name}_output.png"), dtype=np.int16)
+        assert np.abs(alone - batched).max() <= 1, name  # float rounding of a batched UNet call at most
+        assert json.loads((outs[3] / f"{name}.json").read_text())["seed"] == 1040 + int(name[-1])
+    # Each item keeps its own generator: variations differ, batched or not.
+    assert not np.array_equal(load_image(outs[3] / "twin_v0_output.png"), load_image(outs[3] / "twin_v1_output.png"))
+
+
+def test_batch_size_is_validated(tiny_model_dir):
+    with pytest.raises(ConfigError, match="batch_size"):
+        small_config(tiny_model_dir, batch_size=0)
+
+
+def test_compile_traces_unet_and_vae_and_keeps_the_result(pipe, tiny_model_dir, sounds, monkeypatch):
+    # Dynamo's real graph capture, run eagerly: inductor's C++ build would take minutes on this CPU.
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend="eager", **kwargs))
+    cfg = small_config(tiny_model_dir, compile=True)
+    compiled = load_pipeline(cfg)
+    assert isinstance(compiled.unet, torch._dynamo.eval_frame.OptimizedModule)
+    audio, _ = sf.read(sounds / "short.wav", dtype="float32")
+    made = generate_sound(compiled, audio, cfg)[0]
+    plain = generate_sound(pipe, audio, cfg)[0]
+    assert np.abs(np.asarray(made.output_image, np.int16) - np.asarray(plain.output_image, np.int16)).max() <= 1
+    assert made.audio.shape == plain.audio.shape

@@ -253,8 +253,9 @@ sys.exit(c.main(sys.argv[1:]))
 def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, reference, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "STALL_AFTER": "4"}  # file 1 has 3 clips: stall after clip 0 of file 2
+    # One worker: the stall counts the clips of one process (the default is one worker per core).
     proc = subprocess.Popen(
-        [sys.executable, "-c", STALLING_PREP, "prep", str(genres), str(out), "--config", "paper", *SMALL],
+        [sys.executable, "-c", STALLING_PREP, "prep", str(genres), str(out), "--config", "paper", *SMALL, "num_proc=1"],
         env=env, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
     )  # fmt: skip
     watchdog = threading.Timer(120, proc.kill)  # a hang fails the test instead of blocking the suite

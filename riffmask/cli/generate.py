@@ -71,12 +71,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def generate_command(args: argparse.Namespace) -> int:
+    """``riffmask generate``; under ``accelerate launch`` each process takes its share of the inputs."""
+    import dataclasses
     import tempfile
 
     from riffmask.common.config import save_config
     from riffmask.common.errors import RiffmaskError
+    from riffmask.infer import distributed
     from riffmask.infer.config import GenerateConfig
-    from riffmask.infer.files import expand_inputs, generate_files
+    from riffmask.infer.files import expand_inputs, run_inputs, write_summary
     from riffmask.infer.load import load_pipeline
 
     patterns = list(args.inputs)
@@ -95,8 +98,19 @@ def generate_command(args: argparse.Namespace) -> int:
     inputs = expand_inputs(patterns)
     if not inputs:
         raise RiffmaskError(f"no input files found in {' '.join(patterns)}")
-    pipe = load_pipeline(cfg)
-    summary = generate_files(pipe, inputs, cfg)
+    state = distributed.process_state() if distributed.launched() else None
+    # Each process on its own device; the config (and the sidecars) keep what was asked for.
+    load_cfg = cfg
+    if state is not None and cfg.checkpoint.device is None:
+        load_cfg = dataclasses.replace(cfg, checkpoint=dataclasses.replace(cfg.checkpoint, device=str(state.device)))
+    pipe = load_pipeline(load_cfg)
+    share = (state.process_index, state.num_processes) if state else (0, 1)
+    summary = run_inputs(pipe, inputs, cfg, share)
+    if state is not None:
+        summary = distributed.gather_summaries(state, summary)  # waits for every process
+        if not state.is_main_process:
+            return 1 if summary.failed else 0
+    write_summary(summary, cfg)
     save_config(cfg, f"{cfg.output.out}/config.yaml")
     if cfg.output.report:
         from riffmask.metrics.report import write_generation_report
@@ -142,7 +156,7 @@ def _current_keys(config: dict) -> dict:
 
 
 def mask_command(args: argparse.Namespace) -> int:
-    from riffmask.core.codec import load_image, save_image
+    from riffmask.core.image import load_image, save_image
     from riffmask.infer.mask import MaskParams, make_mask, mask_steps, steps_image
 
     params = config_from_args(MaskParams, args, args.overrides)

@@ -3,34 +3,51 @@
 The forward path is torch STFT + a sparse HTK mel filter bank (librosa's, equal to torchaudio's
 ``MelScale(norm=None, mel_scale="htk")``). The inverse path solves the mel -> linear least squares
 with a precomputed pseudo-inverse (:func:`linear_from_mel`); phase reconstruction is a decoder of
-:mod:`riffmask.core.decode`.
+:mod:`riffmask.core.decode`. The bank and its inverse are built once per format and kept in
+the user's cache folder (:mod:`riffmask.common.cache`). The image side (numpy and Pillow only) is
+:mod:`riffmask.core.image`, re-exported here.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import os
 import warnings
-from typing import Literal
 
-import librosa
 import numpy as np
 import torch
 from PIL import Image
 
-from riffmask.common.errors import RiffmaskError
-from riffmask.common.io import atomic_path
-from riffmask.core.params import MAX_PIXEL, PAPER_DECODE_MAX_VOLUME, ExifTags, SpectrogramParams
+from riffmask.common.cache import cached_arrays
+from riffmask.core.image import (  # noqa: F401 - re-exported: the codec's public image side
+    ImageError,
+    Mode,
+    image_from_mel,
+    load_image,
+    max_volume_of,
+    mel_from_image,
+    params_from_image,
+    read_exif,
+    save_image,
+    stored_max_volume,
+    with_exif,
+)
+from riffmask.core.params import SpectrogramParams
 
-Mode = Literal["paper", "riffusion"]
 ArrayLike = np.ndarray | torch.Tensor
+#: Bump when the cached arrays' recipe changes, so that old cache files are not read.
+_CACHE_VERSION = 1
 
 
 # --------------------------------------------------------------------------- filter banks
-@functools.lru_cache(maxsize=8)
-def mel_filterbank(params: SpectrogramParams) -> torch.Tensor:
-    """Dense (n_stft, n_mels) float32 filter bank, laid out like torchaudio's ``MelScale.fb``."""
+def build_filter_arrays(params: SpectrogramParams) -> dict[str, np.ndarray]:
+    """The bank's non-zero rows (used, n_mels) and their pseudo-inverse (used, n_mels), float32.
+
+    Bins above the last non-zero row never contribute. The bank has full row rank, so
+    pinv(A) = A^T (A A^T)^-1 with a small, well-conditioned (n_mels x n_mels) system, as
+    torch.linalg.lstsq's "gels" (a general SVD pseudo-inverse takes seconds).
+    """
+    import librosa  # only when the cache has no copy: it pulls in scipy
+
     fb = librosa.filters.mel(
         sr=params.sample_rate,
         n_fft=params.n_fft,
@@ -40,31 +57,41 @@ def mel_filterbank(params: SpectrogramParams) -> torch.Tensor:
         htk=True,
         norm=None,
         dtype=np.float64,
-    )
-    return torch.from_numpy(fb.T.astype(np.float32)).contiguous()
+    ).T.astype(np.float32)
+    used = int(np.nonzero(np.abs(fb).sum(axis=1))[0].max()) + 1
+    a = torch.from_numpy(fb[:used]).T.double()
+    pinv = torch.linalg.solve(a @ a.T, a).T.float().contiguous()
+    return {"bank": np.ascontiguousarray(fb[:used]), "pinv": pinv.numpy()}
+
+
+@functools.lru_cache(maxsize=8)
+def _filter_arrays(params: SpectrogramParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bank rows, pseudo-inverse) of the format, from the disk cache when it holds them."""
+    fields = ("sample_rate", "n_fft", "num_frequencies", "min_hz", "max_hz")
+    key = {"version": _CACHE_VERSION, **{f: getattr(params, f) for f in fields}}
+    arrays = cached_arrays("melbank", key, lambda: build_filter_arrays(params))
+    return torch.from_numpy(arrays["bank"]), torch.from_numpy(arrays["pinv"])
+
+
+def mel_filterbank(params: SpectrogramParams) -> torch.Tensor:
+    """Dense (n_stft, n_mels) float32 filter bank, laid out like torchaudio's ``MelScale.fb``."""
+    bank = _filter_arrays(params)[0]
+    return torch.cat([bank, bank.new_zeros(params.n_stft - bank.shape[0], bank.shape[1])])
 
 
 @functools.lru_cache(maxsize=8)
 def _band(params: SpectrogramParams) -> tuple[int, torch.Tensor]:
-    """Bins above the last non-zero filter row never contribute: (that many bins, sparse fb^T)."""
-    fb = mel_filterbank(params)
-    used = int(torch.nonzero(fb.abs().sum(dim=1)).max()) + 1
+    """(bins that any filter touches, that part of the bank transposed as a sparse CSR matrix)."""
+    bank = _filter_arrays(params)[0]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        sparse = fb[:used].T.contiguous().to_sparse_csr()  # (n_mels, used), two non-zeros per column
-    return used, sparse
+        sparse = bank.T.contiguous().to_sparse_csr()  # (n_mels, used), two non-zeros per column
+    return bank.shape[0], sparse
 
 
-@functools.lru_cache(maxsize=8)
 def _pseudo_inverse(params: SpectrogramParams) -> torch.Tensor:
-    """(used, n_mels) minimum-norm least-squares inverse of the bank, as torch.linalg.lstsq's "gels".
-
-    The bank has full row rank, so pinv(A) = A^T (A A^T)^-1 with a small, well-conditioned
-    (n_mels x n_mels) system: milliseconds, where a general SVD pseudo-inverse takes seconds.
-    """
-    used = _band(params)[0]
-    a = mel_filterbank(params)[:used].T.double()
-    return torch.linalg.solve(a @ a.T, a).T.float().contiguous()
+    """(used, n_mels) minimum-norm least-squares inverse of the bank (see :func:`build_filter_arrays`)."""
+    return _filter_arrays(params)[1]
 
 
 # --------------------------------------------------------------------------- audio -> mel
@@ -146,84 +173,6 @@ def mel_spectrogram(audio: ArrayLike, params: SpectrogramParams = SpectrogramPar
     return _mel_of_frames(stft_frames(_as_tensor(audio), params, used).abs(), params)
 
 
-# --------------------------------------------------------------------------- mel <-> image
-def max_volume_of(mel: ArrayLike, mode: Mode = "paper", power: float = 0.25) -> float:
-    """The image's white-to-black scale: ``max(S)**power``, rounded up in the paper's mode."""
-    top = float(torch.as_tensor(mel).max()) ** power
-    if mode == "paper":
-        return float(math.ceil(top))
-    if mode == "riffusion":
-        return top
-    raise ValueError(f"unknown spectrogram mode {mode!r}; use 'paper' or 'riffusion'")
-
-
-def image_from_mel(
-    mel: ArrayLike,
-    params: SpectrogramParams = SpectrogramParams(),
-    mode: Mode = "paper",
-    max_volume: float | None = None,
-) -> Image.Image:
-    """8-bit spectrogram image of a mel magnitude: (n_mels, W) mono, or (2, n_mels, W) stereo.
-
-    ``pixel = uint8(255 - S**0.25 * 255 / max_volume)``, low frequencies at the bottom, EXIF holding
-    the format and ``max_volume ** 4`` (Riffusion's "max value", so the image decodes exactly).
-    """
-    s = torch.as_tensor(mel, dtype=torch.float32).numpy()
-    if s.ndim == 3 and s.shape[0] == 1:
-        s = s[0]
-    stereo = s.ndim == 3
-    if s.ndim not in (2, 3) or (stereo and s.shape[0] != 2):
-        raise ValueError(f"expected a mel spectrogram (n_mels, W) or (2, n_mels, W), got shape {s.shape}")
-    if max_volume is None:
-        max_volume = max_volume_of(s, mode, params.power_for_image)
-    v = s ** np.float32(params.power_for_image)
-    scale = max_volume if max_volume > 0 else 1.0
-    pixels = (MAX_PIXEL - v * MAX_PIXEL / scale).astype(np.uint8)
-    pixels = pixels[..., ::-1, :]
-    if stereo:
-        rgb = np.stack([np.zeros_like(pixels[0]), pixels[0], pixels[1]], axis=-1)
-    else:
-        rgb = np.repeat(pixels[..., None], 3, axis=-1)
-    image = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
-    exif = image.getexif()
-    for tag, value in params.to_exif().items():
-        exif[tag] = value
-    exif[ExifTags.STEREO] = int(stereo)
-    exif[ExifTags.MAX_VALUE] = float(max_volume) ** (1.0 / params.power_for_image)
-    image.info["exif"] = exif.tobytes()
-    return image
-
-
-def read_exif(image: Image.Image) -> dict[int, object]:
-    return dict(image.getexif())
-
-
-def params_from_image(image: Image.Image) -> SpectrogramParams:
-    """The format stored in the image's EXIF, defaults for what is absent."""
-    return SpectrogramParams.from_exif(read_exif(image))
-
-
-def stored_max_volume(image: Image.Image, power: float = 0.25) -> float | None:
-    value = read_exif(image).get(ExifTags.MAX_VALUE)
-    return None if value is None else float(value) ** power
-
-
-def mel_from_image(
-    image: Image.Image, max_volume: float | None = None
-) -> tuple[np.ndarray, SpectrogramParams]:
-    """Mel magnitude (n_mels, W), or (2, n_mels, W) for stereo, and the format of an image.
-
-    ``max_volume`` defaults to the one stored in EXIF, else the paper's fixed 50.
-    """
-    params = params_from_image(image)
-    if max_volume is None:
-        max_volume = stored_max_volume(image, params.power_for_image) or PAPER_DECODE_MAX_VOLUME
-    rgb = np.asarray(image.convert("RGB"))[::-1]
-    channels = rgb[..., 1:3].transpose(2, 0, 1) if params.stereo else rgb[..., 0]
-    levels = (MAX_PIXEL - channels.astype(np.float32)) * np.float32(max_volume / MAX_PIXEL)
-    return levels ** np.float32(1.0 / params.power_for_image), params
-
-
 # --------------------------------------------------------------------------- mel -> audio
 def linear_from_mel(mel: ArrayLike, params: SpectrogramParams) -> torch.Tensor:
     """Non-negative least-squares-style mel -> linear magnitude (…, n_stft, frames)."""
@@ -243,32 +192,3 @@ def audio_to_image(
 ) -> Image.Image:
     """Spectrogram image of mono audio (samples,) or stereo audio (2, samples)."""
     return image_from_mel(mel_spectrogram(audio, params), params, mode)
-
-
-def save_image(image: Image.Image, path: str | os.PathLike, compress_level: int = 6) -> None:
-    """Write a spectrogram PNG with its EXIF, atomically (no half-written file on failure).
-
-    ``compress_level`` 1 encodes about 3x faster than Pillow's default 6 for files a sixth larger.
-    """
-    with atomic_path(path, suffix=".png") as tmp:
-        image.save(tmp, format="PNG", exif=image.getexif(), compress_level=compress_level)
-
-
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open a spectrogram image fully (EXIF included); raises :class:`ImageError` naming the file."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy() if im.mode in ("RGB", "L") else with_exif(im.convert("RGB"), im)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: not a readable image ({exc})") from None
-
-
-def with_exif(image: Image.Image, source: Image.Image) -> Image.Image:
-    """``image`` carrying ``source``'s spectrogram EXIF (format and max volume), so it decodes the same."""
-    image.getexif().update(source.getexif())
-    return image
-
-
-class ImageError(RiffmaskError):
-    """An input image that cannot be read."""

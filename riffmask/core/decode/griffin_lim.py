@@ -10,7 +10,6 @@ import torch
 
 from riffmask.core.codec import ArrayLike, _as_tensor, _band, istft_frames, linear_from_mel, stft, stft_frames
 from riffmask.core.params import SpectrogramParams
-from riffmask.core.phase import pghi
 
 
 def griffin_lim(
@@ -36,6 +35,8 @@ def griffin_lim(
     elif init_phase == "random":
         phase = 2 * math.pi * torch.rand(mag.shape, generator=torch.Generator().manual_seed(seed))
     elif init_phase == "pghi":
+        from riffmask.core.phase import pghi  # numba: loaded only for this start
+
         flat = mag.reshape(-1, *mag.shape[-2:]).numpy()
         phase = torch.from_numpy(np.stack([pghi(m, params, seed=seed) for m in flat])).reshape(mag.shape)
     else:

@@ -1,0 +1,46 @@
+"""``riffmask generate`` across processes and machines with accelerate (the trainer's engine).
+
+``accelerate launch [--num_processes N] [--num_machines M ...] -m riffmask.cli generate ...`` starts N
+processes; process k takes every N-th input from the k-th (with all its prompts and variations),
+on its own device, and writes those items into the one output folder. Inputs already done are
+skipped as in a single process, so a killed run resumes. Once every process is through, the main
+process gathers what each did and writes ``summary.json`` (and the report).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from riffmask.infer.files import RunSummary
+
+#: Set by ``accelerate launch`` (torchrun) in every process it starts.
+_LAUNCHED = ("ACCELERATE_MIXED_PRECISION", "LOCAL_RANK")
+
+
+def launched() -> bool:
+    """Whether this process was started by ``accelerate launch`` with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and any(k in os.environ for k in _LAUNCHED)
+
+
+def process_state():
+    """accelerate's :class:`~accelerate.PartialState` of this launch (initialises the process group)."""
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def merge_summaries(parts: list[RunSummary]) -> RunSummary:
+    """One summary of all processes' parts (each list in process order)."""
+    merged = RunSummary()
+    for part in parts:
+        for f in dataclasses.fields(RunSummary):
+            getattr(merged, f.name).extend(getattr(part, f.name))
+    return merged
+
+
+def gather_summaries(state, summary: RunSummary) -> RunSummary:
+    """Every process's summary, merged, on every process (waits for all of them)."""
+    from accelerate.utils import gather_object
+
+    return merge_summaries(gather_object([summary]) if state.num_processes > 1 else [summary])
