@@ -3,7 +3,8 @@
 Per input NAME (``NAME_v{k}`` when there are several prompts or variations) the output folder gets
 ``NAME_input.png``, ``NAME_mask.png``, ``NAME_output.png``, ``NAME_input.wav``, ``NAME.wav`` and the
 sidecar ``NAME.json`` (written last: an item with a sidecar is complete), plus ``summary.json``.
-:func:`write_item` is the one writer of that contract (``riffmask generate`` and ``riffmask sweep``).
+:func:`write_item` is the one writer of that contract (``riffmask generate`` and ``riffmask sweep``);
+how runs share a folder (lock, claims, names, records) is :mod:`riffmask.infer.out_folder`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,20 @@ import numpy as np
 
 from riffmask.common.config import config_dict, replace_options
 from riffmask.common.errors import RiffmaskError
-from riffmask.common.io import safe_stem, write_json_atomic
+from riffmask.common.io import file_sha256, safe_stem, write_json_atomic
 from riffmask.core.audio import AUDIO_EXTENSIONS, load_audio, write_wav
 from riffmask.core.codec import save_image
 from riffmask.infer.config import GenerateConfig
 from riffmask.infer.generate import Generation, generate_sound
+from riffmask.infer.out_folder import (
+    claim_path,
+    earlier_runs,
+    item_files,
+    locked,
+    plan_input,
+    remove_temporaries,
+    write_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +76,6 @@ def output_names(inputs: list[Path]) -> dict[Path, str]:
     return names
 
 
-def item_files(name: str) -> dict[str, str]:
-    return {
-        "input_image": f"{name}_input.png",
-        "mask_image": f"{name}_mask.png",
-        "output_image": f"{name}_output.png",
-        "input_audio": f"{name}_input.wav",
-        "output_audio": f"{name}.wav",
-        "sidecar": f"{name}.json",
-    }
-
-
-def item_names(name: str, count: int) -> list[str]:
-    return [name] if count == 1 else [f"{name}_v{k}" for k in range(count)]
-
-
 def model_revision(pipe, cfg: GenerateConfig) -> str | None:
     """The commit the weights came from when known (a Hub cache path holds it), else the asked one."""
     path = Path(pipe.name_or_path or "")
@@ -89,14 +84,19 @@ def model_revision(pipe, cfg: GenerateConfig) -> str | None:
     return cfg.checkpoint.revision
 
 
+def item_config(cfg: GenerateConfig, prompt: str, seed: int) -> GenerateConfig:
+    """The config of the one result of ``prompt`` and ``seed`` (what its sidecar records)."""
+    return replace_options(cfg, prompt=[prompt], seed=seed, num_variations=1)
+
+
 def item_sidecar(gen: Generation, cfg: GenerateConfig, source: Path, name: str, seconds: float, pipe) -> dict:
     """The sidecar of one result: everything needed to make it again (``riffmask generate --like NAME.json``)."""
     import diffusers
     import torch
 
-    item_cfg = replace_options(cfg, prompt=[gen.prompt], seed=gen.seed, num_variations=1)
     return {
-        "input": str(source),
+        "input": str(source.resolve()),
+        "input_sha256": file_sha256(source),
         "prompt": gen.prompt,
         "seed": gen.seed,
         "model": cfg.checkpoint.model,
@@ -110,7 +110,7 @@ def item_sidecar(gen: Generation, cfg: GenerateConfig, source: Path, name: str, 
         "image_size": list(gen.output_image.size),
         "versions": {"diffusers": diffusers.__version__, "torch": torch.__version__},
         "files": {k: v for k, v in item_files(name).items() if k != "sidecar"},
-        "config": config_dict(item_cfg),
+        "config": config_dict(item_config(cfg, gen.prompt, gen.seed)),
     }
 
 
@@ -118,46 +118,72 @@ def write_item(gen: Generation, out_dir: Path, name: str, sidecar: dict) -> None
     """Write one result's files (names from :func:`item_files`), each atomically, and its sidecar last.
 
     The one writer of the output contract: ``riffmask generate``, ``riffmask sweep`` and anything later.
+    The sidecar-to-be goes first into a hidden claim, so that a killed write is known as incomplete.
     """
     files = item_files(name)
+    claim = claim_path(out_dir, name)
+    write_json_atomic(claim, sidecar)
+    remove_temporaries(out_dir, list(files.values()))  # left by an earlier write of this item, killed
     save_image(gen.input_image, out_dir / files["input_image"])
     save_image(gen.mask_image, out_dir / files["mask_image"])
     save_image(gen.output_image, out_dir / files["output_image"])
     write_wav(out_dir / files["input_audio"], gen.input_audio)
     write_wav(out_dir / files["output_audio"], gen.audio)
     write_json_atomic(out_dir / files["sidecar"], sidecar)  # last: its presence marks a complete item
+    claim.unlink()
 
 
 def generate_files(pipe, inputs: list[Path], cfg: GenerateConfig) -> RunSummary:
-    """Run every input; one failing input is recorded and the others go on. Writes summary.json."""
-    out_dir = Path(cfg.output.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary()
-    names = output_names(inputs)
-    for source in inputs:
-        all_names = item_names(names[source], len(cfg.sampling.items()))
-        existing = [n for n in all_names if any((out_dir / f).exists() for f in item_files(n).values())]
-        if existing and not cfg.output.overwrite:
-            summary.skipped += [{"item": n, "reason": "outputs exist (use --overwrite)"} for n in existing]
-            if len(existing) == len(all_names):
+    """Run every input; one failing input is recorded and the others go on. Writes summary.json.
+
+    Holds the folder's writer lock throughout; items made before from the same input and settings
+    are skipped, incomplete ones finished (see :mod:`riffmask.infer.out_folder`).
+    """
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    with locked(Path(cfg.output.out)) as out_dir:
+        earlier = earlier_runs(out_dir)
+        summary = RunSummary()
+        taken: set[str] = set()
+        for source in inputs:
+            configs = [config_dict(item_config(cfg, p, s)) for p, s in cfg.sampling.items()]
+            started = time.perf_counter()
+            try:
+                digest = file_sha256(source)
+            except OSError as exc:
+                _fail(summary, source, f"{source}: cannot read ({exc.strerror})")
                 continue
-        started = time.perf_counter()
-        try:
-            audio = read_part(source, cfg)
-            generations = generate_sound(pipe, audio, cfg)
-        except (RiffmaskError, OSError, ValueError, RuntimeError) as exc:
-            log.error("%s", exc)
-            summary.failed.append({"input": str(source), "error": str(exc)})
-            continue
-        seconds = (time.perf_counter() - started) / len(generations)
-        for name, gen in zip(all_names, generations, strict=True):
-            if name in existing and not cfg.output.overwrite:
+            overwrite = cfg.output.overwrite
+            names, states = plan_input(
+                out_dir, safe_stem(source.stem), str(source.resolve()), digest, configs, overwrite, taken
+            )
+            todo = [overwrite or state != "same" for state in states]
+            summary.skipped += [
+                {"item": n, "reason": "made before from this input with these settings (--overwrite: make again)"}
+                for n, make in zip(names, todo, strict=True)
+                if not make
+            ]
+            if not any(todo):
                 continue
-            write_item(gen, out_dir, name, item_sidecar(gen, cfg, source, name, seconds, pipe))
-            summary.done.append(name)
-        log.info("%s -> %s", source, ", ".join(all_names))
-    write_json_atomic(out_dir / "summary.json", dataclasses.asdict(summary) | {"config": config_dict(cfg)})
+            try:
+                audio = read_part(source, cfg)
+                generations = generate_sound(pipe, audio, cfg)
+            except (RiffmaskError, OSError, ValueError, RuntimeError) as exc:
+                _fail(summary, source, str(exc))
+                continue
+            seconds = (time.perf_counter() - started) / len(generations)
+            for name, gen, make in zip(names, generations, todo, strict=True):
+                if make:
+                    write_item(gen, out_dir, name, item_sidecar(gen, cfg, source, name, seconds, pipe))
+                    summary.done.append(name)
+            log.info("%s -> %s", source, ", ".join(names))
+        run = {"started": started_at, **dataclasses.asdict(summary), "config": config_dict(cfg)}
+        write_summary(out_dir, run, earlier)
     return summary
+
+
+def _fail(summary: RunSummary, source: Path, error: str) -> None:
+    log.error("%s", error)
+    summary.failed.append({"input": str(source), "error": error})
 
 
 def read_part(source: Path, cfg: GenerateConfig) -> np.ndarray:

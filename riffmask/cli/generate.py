@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from riffmask.common.config import add_config_arguments, config_from_args
 
@@ -73,11 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def generate_command(args: argparse.Namespace) -> int:
     import tempfile
 
-    from riffmask.common.config import save_config
     from riffmask.common.errors import RiffmaskError
     from riffmask.infer.config import GenerateConfig
     from riffmask.infer.files import expand_inputs, generate_files
     from riffmask.infer.load import load_pipeline
+    from riffmask.infer.out_folder import earlier_runs, locked
 
     patterns = list(args.inputs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,19 +86,20 @@ def generate_command(args: argparse.Namespace) -> int:
             if args.config:
                 raise RiffmaskError("give --like or --config, not both")
             # The sidecar's settings become the config file layer; flags and key=value still override.
-            settings, source = _sidecar_settings(args.like)
             args.config = f"{tmp}/like.yaml"
-            save_config(settings, args.config)
-            patterns = patterns or [source]
+            source = _sidecar_settings(args.like, args.config)
+            if not patterns:
+                patterns = [_sidecar_input(args.like, source)]
         cfg = config_from_args(GenerateConfig, args, args.overrides)
     if not patterns:
         raise RiffmaskError("give at least one INPUT (or --like SIDECAR)")
     inputs = expand_inputs(patterns)
     if not inputs:
         raise RiffmaskError(f"no input files found in {' '.join(patterns)}")
-    pipe = load_pipeline(cfg)
-    summary = generate_files(pipe, inputs, cfg)
-    save_config(cfg, f"{cfg.output.out}/config.yaml")
+    with locked(Path(cfg.output.out)) as out_dir:
+        earlier_runs(out_dir)  # a bad --out (a file, another run's, a foreign summary) stops before the model loads
+        pipe = load_pipeline(cfg)
+        summary = generate_files(pipe, inputs, cfg)
     if cfg.output.report:
         from riffmask.metrics.report import write_generation_report
 
@@ -109,12 +111,19 @@ def generate_command(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _sidecar_settings(path: str):
-    """(GenerateConfig, input path) recorded in a result's sidecar."""
+def _sidecar_settings(path: str, config_path: str) -> str:
+    """Write the generation settings a result's sidecar records to ``config_path``; return its input.
+
+    A sidecar is data, possibly someone else's: it sets generation settings only, never where outputs
+    go or what is allowed (the ``local`` options: ``out``, ``allow_pickle`` ...); the command line does.
+    """
     import json
 
-    from riffmask.common.config import build_config
+    import yaml
+
+    from riffmask.common.config import build_config, without_local
     from riffmask.common.errors import RiffmaskError
+    from riffmask.common.io import write_text_atomic
     from riffmask.infer.config import GenerateConfig
 
     try:
@@ -123,7 +132,10 @@ def _sidecar_settings(path: str):
         raise RiffmaskError(f"{path}: cannot read the sidecar ({exc})") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), t) for k, t in (("config", dict), ("input", str))):
         raise RiffmaskError(f"{path}: not the sidecar of a riffmask generate result (NAME.json)")
-    return build_config(GenerateConfig, (path, _current_keys(data["config"]))), data["input"]
+    settings = without_local(GenerateConfig, _current_keys(data["config"]), path)
+    build_config(GenerateConfig, (path, settings))  # its errors name the sidecar
+    write_text_atomic(config_path, yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
+    return data["input"]
 
 
 #: Keys of sidecars written before decoding had one vocabulary, and their values now.
@@ -139,6 +151,20 @@ def _current_keys(config: dict) -> dict:
             value = out.pop(key)
             out[name] = _LEGACY_VALUES.get(key, {}).get(value, value)
     return out
+
+
+def _sidecar_input(path: str, source: str) -> str:
+    """The sidecar's input, which must lie inside the sidecar's folder (else give INPUT on the command line)."""
+    from riffmask.common.errors import RiffmaskError
+    from riffmask.common.io import inside
+
+    try:
+        return str(inside(Path(path).parent, source))
+    except ValueError:
+        raise RiffmaskError(
+            f"{path}: its input {source} is outside the sidecar's folder; a sidecar may not choose what is read: "
+            f"give the input on the command line (riffmask generate --like {path} INPUT)"
+        ) from None
 
 
 def mask_command(args: argparse.Namespace) -> int:
