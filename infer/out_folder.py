@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import itertools
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ _held: dict[Path, Any] = {}  # folders this process holds the lock of: holding i
 @contextlib.contextmanager
 def locked(out_dir: Path) -> Iterator[Path]:
     """Hold the writer lock of ``out_dir`` (created if missing) for the block; refuse if another run holds it."""
+    created = not Path(out_dir).exists()
     out_dir = output_folder(out_dir, "out")
     key = out_dir.resolve()
     if key in _held:
@@ -56,6 +58,8 @@ def locked(out_dir: Path) -> Iterator[Path]:
         yield out_dir
     finally:
         del _held[key]
+        if created and [p.name for p in out_dir.rglob("*")] in ([STATE_DIR, "generate.lock"], [STATE_DIR]):
+            shutil.rmtree(out_dir)  # a run that stopped before writing anything leaves no trace
         handle.close()
 
 

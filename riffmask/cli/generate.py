@@ -168,10 +168,14 @@ def _sidecar_input(path: str, source: str) -> str:
 
 
 def mask_command(args: argparse.Namespace) -> int:
+    from riffmask.common.io import output_file
     from riffmask.core.codec import load_image, save_image
     from riffmask.infer.mask import MaskParams, make_mask, mask_steps, steps_image
 
     params = config_from_args(MaskParams, args, args.overrides)
+    output_file(args.output, "OUTPUT")
+    if args.steps_image:
+        output_file(args.steps_image, "--steps-image")
     image = load_image(args.input)
     save_image(make_mask(image, params), args.output)
     if args.steps_image:
