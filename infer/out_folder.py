@@ -1,7 +1,7 @@
 """The output folder of ``riffmask generate``, safe to run into again and again.
 
-- **One writer at a time**: a run holds an ``fcntl`` lock on ``.riffmask/generate.lock`` (the kernel
-  drops it when the process dies, even by ``kill -9``); a second run into the same folder refuses.
+- **One writer at a time**: a run holds an ``flock`` on the folder (the kernel drops it when the
+  process dies, even by ``kill -9``); a second run into the same folder refuses.
 - **Complete or finished later**: :func:`riffmask.infer.files.write_item` writes the item's sidecar-to-be
   as a hidden claim ``.NAME.claim`` first, then the files, then the sidecar ``NAME.json`` (the mark of
   a complete item), then drops the claim. A claim without a sidecar is an incomplete item: a rerun of
@@ -20,47 +20,48 @@ import contextlib
 import fcntl
 import itertools
 import json
-import shutil
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from riffmask.common.config import ConfigError, without_local
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import output_folder, write_json_atomic
 from riffmask.infer.config import GenerateConfig
 
-STATE_DIR = ".riffmask"
 SUMMARY = "summary.json"
-_held: dict[Path, Any] = {}  # folders this process holds the lock of: holding is re-entrant
+_held: dict[Path, int] = {}  # folders this process holds the lock of: holding is re-entrant
 
 
 @contextlib.contextmanager
 def locked(out_dir: Path) -> Iterator[Path]:
-    """Hold the writer lock of ``out_dir`` (created if missing) for the block; refuse if another run holds it."""
+    """Hold the writer lock of ``out_dir`` (created if missing) for the block; refuse if another run holds it.
+
+    The lock is ``flock`` on the folder itself: no lock file to leave behind, and the kernel releases
+    it when the process ends, however it ends.
+    """
     created = not Path(out_dir).exists()
     out_dir = output_folder(out_dir, "out")
     key = out_dir.resolve()
     if key in _held:
         yield out_dir
         return
-    (out_dir / STATE_DIR).mkdir(exist_ok=True)
-    handle = open(out_dir / STATE_DIR / "generate.lock", "a")  # noqa: SIM115 (held for the whole block)
+    fd = os.open(out_dir, os.O_RDONLY)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.close()
+        os.close(fd)
         raise RiffmaskError(
             f"another riffmask generate is writing to {out_dir}; wait for it to finish or choose another --out"
         ) from None
-    _held[key] = handle
+    _held[key] = fd
     try:
         yield out_dir
     finally:
         del _held[key]
-        if created and [p.name for p in out_dir.rglob("*")] in ([STATE_DIR, "generate.lock"], [STATE_DIR]):
-            shutil.rmtree(out_dir)  # a run that stopped before writing anything leaves no trace
-        handle.close()
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a run that stopped before writing anything leaves no trace
+        os.close(fd)
 
 
 def item_files(name: str) -> dict[str, str]:
