@@ -45,6 +45,7 @@ class RunSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
+    cut: list[dict[str, str]] = field(default_factory=list)  # inputs longer than max_seconds
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
@@ -53,7 +54,10 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     for pattern in filter(None, patterns):
         path = Path(pattern).expanduser()
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            # Dangling links stay in the list: they are reported as failures, not dropped without a word.
+            found += sorted(
+                p for p in path.rglob("*") if (p.is_file() or p.is_symlink()) and p.suffix.lower() in AUDIO_EXTENSIONS
+            )
         elif glob.has_magic(pattern):
             matches = glob.glob(os.path.expanduser(pattern), recursive=True)
             found += sorted(Path(p) for p in matches if Path(p).is_file())
@@ -150,7 +154,8 @@ def generate_files(pipe, inputs: list[Path], cfg: GenerateConfig) -> RunSummary:
             try:
                 digest = file_sha256(source)
             except OSError as exc:
-                _fail(summary, source, f"{source}: cannot read ({exc.strerror})")
+                dangling = source.is_symlink() and not source.exists()
+                _fail(summary, source, f"{source}: {'a dangling symbolic link' if dangling else exc.strerror}")
                 continue
             overwrite = cfg.output.overwrite
             names, states = plan_input(
@@ -166,14 +171,19 @@ def generate_files(pipe, inputs: list[Path], cfg: GenerateConfig) -> RunSummary:
                 continue
             try:
                 audio = read_part(source, cfg)
+                cut = cut_note(source, cfg, len(audio))
                 generations = generate_sound(pipe, audio, cfg)
             except (RiffmaskError, OSError, ValueError, RuntimeError) as exc:
                 _fail(summary, source, str(exc))
                 continue
+            if cut:
+                log.warning("%s: %s", source, cut)
+                summary.cut.append({"input": str(source), "note": cut})
             seconds = (time.perf_counter() - started) / len(generations)
             for name, gen, make in zip(names, generations, todo, strict=True):
                 if make:
-                    write_item(gen, out_dir, name, item_sidecar(gen, cfg, source, name, seconds, pipe))
+                    sidecar = item_sidecar(gen, cfg, source, name, seconds, pipe) | ({"cut": cut} if cut else {})
+                    write_item(gen, out_dir, name, sidecar)
                     summary.done.append(name)
             log.info("%s -> %s", source, ", ".join(names))
         run = {"started": started_at, **dataclasses.asdict(summary), "config": config_dict(cfg)}
@@ -192,3 +202,18 @@ def read_part(source: Path, cfg: GenerateConfig) -> np.ndarray:
     if cfg.input.max_seconds is not None:
         duration = min(duration or math.inf, cfg.input.max_seconds)
     return load_audio(source, cfg.spectrogram.params.sample_rate, start=cfg.input.start, duration=duration)
+
+
+def cut_note(source: Path, cfg: GenerateConfig, samples: int) -> str | None:
+    """What ``max_seconds`` left out of ``source`` (None when nothing): said in the log, sidecar and summary."""
+    import soundfile as sf
+
+    part = cfg.input
+    if part.max_seconds is None or samples < int(part.max_seconds * cfg.spectrogram.params.sample_rate):
+        return None
+    wanted = sf.info(str(source)).duration - part.start
+    if part.duration is not None:
+        wanted = min(wanted, part.duration)
+    if wanted <= part.max_seconds + 0.01:
+        return None
+    return f"cut to max_seconds={part.max_seconds:g} s of the {wanted:.2f} s asked for (raise --max-seconds for more)"

@@ -370,3 +370,73 @@ def test_eval_pairs_exits_1_when_an_item_failed_and_lists_every_unmatched_file(t
     summary = json.loads((tmp_path / "r.json").read_text())["summary"]
     assert code == 1 and summary["failed"] == 1 and summary["n"] == 1
     assert summary["unmatched"] == [str(tmp_path / "in" / "lonely.png"), str(tmp_path / "out" / "stray.png")]
+
+
+# --------------------------------------------------------------------------- 7: nothing dropped without a word
+def test_a_cut_input_and_a_dangling_link_are_reported(tiny_model_dir, tmp_path, capsys, caplog):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "long.wav", tone(300, 0.9), SR)
+    (folder / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    out = tmp_path / "out"
+    code, printed, _ = run(capsys, *generate(tiny_model_dir, out, folder, "--max-seconds", "0.5"))
+    assert code == 1 and f"failed: {folder / 'gone.wav'}: {folder / 'gone.wav'}: a dangling symbolic link" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["done"] == ["long"] and summary["cut"][0]["input"] == str(folder / "long.wav")
+    note = json.loads((out / "long.json").read_text())["cut"]
+    assert note == summary["cut"][0]["note"] and "max_seconds=0.5 s of the 0.90 s" in note and note in caplog.text
+    assert sf.info(out / "long.wav").frames == round(0.5 * SR)
+
+
+# --------------------------------------------------------------------------- 6, 7, 10: prep
+def write_genres(root: Path) -> Path:
+    for genre, name, freq in (("jazz", "a", 300), ("jazz", "b", 500), ("rock", "c", 700), ("rock", "d", 900)):
+        (root / genre).mkdir(parents=True, exist_ok=True)
+        sf.write(root / genre / f"{name}.wav", tone(freq, 1.6) + tone(2 * freq, 1.6, amp=0.1), SR)
+    return root
+
+
+def prep_words(root: Path, out: Path) -> list:
+    return ["prep", root, out, "width=64", "num_frequencies=64", "validation_fraction=0.5", "png_compress_level=1"]
+
+
+def test_prep_refuses_an_output_folder_inside_the_genre_root(tmp_path, capsys):
+    root = write_genres(tmp_path / "genres")
+    before = snapshot(root)
+    one_line_error(capsys, *prep_words(root, root / "ds inside"), names="OUT_DIR")
+    assert snapshot(root) == before and not (root / "ds inside").exists()
+
+
+def test_prep_keeps_twins_in_one_split_rejects_bad_captions_and_decides_by_content(tmp_path, capsys):
+    root = write_genres(tmp_path / "genres")
+    for k in range(4):  # copies of one sound under other names: whatever their paths, one split
+        (root / "rock" / f"copy{k}.wav").write_bytes((root / "jazz" / "a.wav").read_bytes())
+    (root / "jazz" / "b.txt").write_bytes("caf\xe9 latin-1".encode("latin-1"))
+    (root / "rock" / "c.txt").write_text("bell\x07 ring")
+    (root / "rock" / "d.txt").write_text("a fine caption")
+    (root / "rock" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    out = tmp_path / "ds"
+    assert run(capsys, *prep_words(root, out))[0] == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = [json.loads(line) | {"split": split} for split in ("train", "validation")
+            if (out / split / "metadata.jsonl").is_file()
+            for line in (out / split / "metadata.jsonl").read_text().splitlines()]  # fmt: skip
+    twins = {"jazz/a.wav", *(f"rock/copy{k}.wav" for k in range(4))}
+    assert len({r["split"] for r in rows if r["source"] in twins}) == 1
+    assert sorted(d["source"] for d in report["duplicates"]) == sorted(twins - {"jazz/a.wav"})
+    assert any("same audio" in w for w in report["warnings"])
+    ignored = {i["file"]: i["reason"] for i in report["ignored"]}
+    assert "not UTF-8 text (byte 0xe9" in ignored["jazz/b.txt"] and "control characters" in ignored["rock/c.txt"]
+    captions = {r["source"]: r["caption"] for r in rows}
+    assert captions["rock/d.wav"] == "a fine caption"
+    assert all("\ufffd" not in c and "\x07" not in c for c in captions.values())
+    assert {"source": "rock/gone.wav", "reason": "a dangling symbolic link"} in report["rejected"]
+
+    # Changed bytes with the same size and modification time: prepared again; the dangling link is not retried.
+    path = root / "rock" / "c.wav"
+    stat = path.stat()
+    sf.write(path, tone(1100, 1.6), SR)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    assert run(capsys, *prep_words(root, out))[0] == 0
+    assert json.loads((out / "report.json").read_text())["run"]["files_prepared"] == 1
