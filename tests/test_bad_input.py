@@ -440,3 +440,18 @@ def test_prep_keeps_twins_in_one_split_rejects_bad_captions_and_decides_by_conte
     assert path.stat().st_size == stat.st_size
     assert run(capsys, *prep_words(root, out))[0] == 0
     assert json.loads((out / "report.json").read_text())["run"]["files_prepared"] == 1
+
+
+def test_a_prep_manifest_naming_files_outside_the_output_is_not_trusted(tmp_path, capsys):
+    root = write_genres(tmp_path / "genres")
+    out = tmp_path / "ds"
+    assert run(capsys, *prep_words(root, out))[0] == 0
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (64, 64), "red").save(secret)
+    manifest = next((out / ".riffmask" / "sources").iterdir())
+    data = json.loads(manifest.read_text())
+    data["clips"][0]["image"] = str(secret)
+    manifest.write_text(json.dumps(data))
+    assert run(capsys, *prep_words(root, out))[0] == 0  # the file is prepared again, from its audio
+    assert json.loads((out / "report.json").read_text())["run"]["files_prepared"] == 1
+    assert str(secret) not in manifest.read_text()
