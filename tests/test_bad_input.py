@@ -151,7 +151,7 @@ def test_runs_into_one_folder_keep_each_others_results_records_and_the_users_fil
     assert {k: v for k, v in snapshot(out).items() if k in first} == first  # nothing of run 1 replaced
     summary = json.loads((out / "summary.json").read_text())
     assert summary["done"] == ["a_3"] and [r["done"] for r in summary["runs"]] == [["a"], ["a_2", "mine_2"]]
-    assert summary["runs"][1]["config"]["seed"] == 3
+    assert summary["runs"][1]["config"]["sampling"]["seed"] == 3
 
     # --overwrite makes the same input's result again, never another input's.
     assert run(capsys, *generate(tiny_model_dir, out, sounds / "other" / "a.wav", "--overwrite"))[0] == 0
@@ -189,7 +189,8 @@ def test_a_sidecar_sets_settings_never_outputs_inputs_or_switches(tiny_model_dir
     code, printed, _ = run(capsys, "generate", "--like", hostile, "--out", tmp_path / "again", sounds / "b.wav")
     assert code == 0 and not (tmp_path / "escaped").exists() and not (tmp_path / "downloads" / "riffmask_out").exists()
     again = json.loads((tmp_path / "again" / "b.json").read_text())
-    assert again["seed"] == 9 and again["config"]["allow_pickle"] is False and again["config"]["overwrite"] is False
+    assert again["seed"] == 9 and again["config"]["checkpoint"]["allow_pickle"] is False
+    assert again["config"]["output"] == {"out": str(tmp_path / "again"), "overwrite": False, "report": False}
 
     # allow_pickle from a sidecar does not open the pickle door.
     ckpt = tmp_path / "model.ckpt"
