@@ -13,7 +13,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from riffmask.common.config import config_dict, read_yaml, without_local
+from riffmask.common.config import ConfigError, config_dict, read_yaml, without_local
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import output_folder
 from riffmask.train.config import TrainConfig
@@ -38,7 +38,10 @@ def _differences(cfg: TrainConfig, out: Path, fingerprint: str) -> list[str]:
     if not (out / CONFIG_FILE).is_file():
         traces = [name for name in RUN_STATE if (out / name).exists()]
         return [f"its {', '.join(traces)} without {CONFIG_FILE}"] if traces else []
-    saved = without_local(TrainConfig, read_yaml(out / CONFIG_FILE))
+    try:
+        saved = without_local(TrainConfig, read_yaml(out / CONFIG_FILE), str(out / CONFIG_FILE))
+    except ConfigError as exc:
+        return [f"its {CONFIG_FILE} is not this version's ({exc})"]
     now = without_local(TrainConfig, config_dict(cfg))
     keys = sorted(k for k in saved.keys() | now.keys() if k not in CONTINUABLE and saved.get(k) != now.get(k))
     found = [f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in keys]

@@ -23,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument(
         "--like",
         metavar="SIDECAR",
-        help="start from the settings of an earlier result (its NAME.json) instead of --config; "
-        "without INPUT, its input again: the same result, made again",
+        help="start from the generation settings of an earlier result (its NAME.json) instead of --config "
+        "(never its output folder or --allow-pickle); without INPUT, its input again if that lies in the "
+        "sidecar's folder",
     )
     add_config_arguments(gen, GenerateConfig, skip=("prompt", "lora", "lora_scale"))
     # Repeatable flags for the list options; argparse.SUPPRESS leaves them out unless given.
