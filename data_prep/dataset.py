@@ -20,7 +20,7 @@ import soundfile as sf
 
 from riffmask.common.config import ConfigError
 from riffmask.common.errors import RiffmaskError
-from riffmask.common.io import write_json_atomic
+from riffmask.common.io import output_folder, write_json_atomic
 from riffmask.data_prep.clips import clip_starts
 from riffmask.data_prep.config import PrepConfig
 from riffmask.data_prep.readers import STATE_DIR
@@ -58,6 +58,7 @@ def prepare_dataset(
         )
     sources, ignored, unreadable = scan_genres(genre_root)
     if not dry_run:
+        output_folder(out_dir, "OUT_DIR")
         _check_settings(out_dir, cfg)
     done = {s.rel: m for s in sources if (m := read_manifest(out_dir, s)) is not None}
     pending = [s for s in sources if s.rel not in done]

@@ -118,6 +118,8 @@ def item_state(out_dir: Path, name: str, source: str, digest: str, config: dict)
     sidecar, claim = out_dir / f"{name}.json", claim_path(out_dir, name)
     if sidecar.exists():
         record = _record(sidecar)
+        if record is not None and record["input"] == source:
+            claim.unlink(missing_ok=True)  # left by a kill between the sidecar and the claim's removal
     elif claim.exists():
         record = _record(claim)
         return "incomplete" if record is not None and record["input"] == source else "foreign"

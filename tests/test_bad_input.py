@@ -240,7 +240,10 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tiny_model_d
     one_line_error(capsys, "spectrogram", sounds / "a.wav", taken / "s.png", names=f"OUT_PNG: {taken} exists")
     one_line_error(capsys, "audio", tmp_path / "in.png", taken / "s.wav", names=f"OUT_WAV: {taken} exists")
     one_line_error(capsys, "audio", tmp_path / "in.png", tmp_path, names=f"OUT_WAV: {tmp_path} is a folder")
-    assert taken.read_text() == "a file" and sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "taken.txt"]
+    root = write_genres(tmp_path / "genres")
+    one_line_error(capsys, *prep_words(root, taken), names=f"OUT_DIR: {taken} exists")
+    assert taken.read_text() == "a file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["genres", "in.png", "taken.txt"]
 
 
 def test_train_output_dir_that_is_a_file(prepared_dir, tiny_model_dir, tmp_path, capsys):

@@ -58,7 +58,7 @@ def test_generate_cli_writes_every_output_and_goes_past_a_bad_input(tiny_model_d
         for kind in ("input", "mask", "output"):
             image = load_image(out / f"{name}_{kind}.png")
             assert image.size == (width, 64) and image.getexif()[11040] == 64
-    assert summary["config"]["out"] == str(out) and summary["runs"] == []  # the run's own record
+    assert summary["config"]["output"]["out"] == str(out) and summary["runs"] == []  # the run's own record
 
 
 def test_existing_outputs_are_kept_unless_overwrite(tiny_model_dir, sounds, tmp_path):
