@@ -101,7 +101,8 @@ def test_a_sidecar_written_before_the_nested_config_still_makes_its_result(tiny_
     flat = {k: v for k, v in flat.items() if k not in ("decoder", "iterations", "phase_start")}
     old = {**sidecar, "config": {**flat, "griffin_lim_iters": 3, "phase_init": "magnitude"}}
     (tmp_path / "old.json").write_text(json.dumps(old))
-    assert main(["generate", "--like", str(tmp_path / "old.json"), "--out", str(tmp_path / "again")]) == 0
+    assert main(["generate", "--like", str(tmp_path / "old.json"), "--out", str(tmp_path / "again"),
+                 str(sounds / "short.wav")]) == 0  # fmt: skip
     assert (tmp_path / "again" / "short.wav").read_bytes() == (now / "short.wav").read_bytes()
     (tmp_path / "odd.json").write_text(json.dumps({**old, "config": {**flat, "warp": 9}}))
     assert main(["generate", "--like", str(tmp_path / "odd.json"), "--out", str(tmp_path / "odd")]) == 2
