@@ -20,7 +20,7 @@ import soundfile as sf
 
 from riffmask.common.config import ConfigError
 from riffmask.common.errors import RiffmaskError
-from riffmask.common.io import write_json_atomic
+from riffmask.common.io import output_folder, write_json_atomic
 from riffmask.data_prep.clips import clip_starts
 from riffmask.data_prep.config import PrepConfig, available_cores
 from riffmask.data_prep.readers import STATE_DIR
@@ -51,14 +51,22 @@ def prepare_dataset(
     """
     started = time.perf_counter()
     genre_root, out_dir = Path(genre_root), Path(out_dir)
-    sources, ignored = scan_genres(genre_root)
+    if out_dir.resolve().is_relative_to(genre_root.resolve()):
+        raise RiffmaskError(
+            f"OUT_DIR: {out_dir} lies inside the genre root {genre_root}; its clips would be read back as a "
+            "genre on every rerun: choose a folder outside it"
+        )
+    sources, ignored, unreadable = scan_genres(genre_root)
     if not dry_run:
+        output_folder(out_dir, "OUT_DIR")
         _check_settings(out_dir, cfg)
     done = {s.rel: m for s in sources if (m := read_manifest(out_dir, s)) is not None}
     pending = [s for s in sources if s.rel not in done]
     if dry_run:
-        return PrepResult(out_dir, _plan(sources, pending, ignored, cfg))
-    if not pending and finalized_matches(out_dir, sources, done, cfg):
+        plan = _plan(sources, pending, ignored, cfg)
+        plan["rejected"] += unreadable
+        return PrepResult(out_dir, plan)
+    if not pending and not unreadable and finalized_matches(out_dir, sources, done, cfg):
         return PrepResult(out_dir, json.loads((out_dir / "report.json").read_text(encoding="utf-8")), up_to_date=True)
 
     from tqdm.auto import tqdm
@@ -79,6 +87,13 @@ def prepare_dataset(
             bar.update()
     bar.close()
     report = finalize(genre_root, out_dir, sources, done, ignored, cfg)
+    report["rejected"] += unreadable  # listed as failures, never retried as sources
+    if twins := [{"source": s.rel, "same_as": s.same_as} for s in sources if s.same_as]:
+        report["duplicates"] = twins
+        report["warnings"].append(
+            f"{len(twins)} file(s) hold the same audio as another (see duplicates): each is kept in its twin's "
+            "split, so that no sound is both trained on and validated against"
+        )
     report["run"] = {"files_prepared": len(pending), "seconds": round(time.perf_counter() - started, 2)}
     audio_seconds = sum(done[s.rel]["seconds"] for s in pending)
     report["run"]["x_real_time"] = round(audio_seconds / max(report["run"]["seconds"], 1e-9), 1)

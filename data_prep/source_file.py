@@ -109,6 +109,12 @@ def read_manifest(out_dir: Path, source: Source) -> dict[str, Any] | None:
         return None
     if manifest.get("source") != source.rel or manifest.get("signature") != source.signature():
         return None
+    try:  # a manifest is data read back: the files it names must lie inside the output folder
+        for clip in manifest["clips"]:
+            inside(out_dir, clip["image"]), inside(out_dir, clip["audio"])
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("%s: ignored, it names files outside %s or is malformed (%s); preparing again", path, out_dir, exc)
+        return None
     return manifest
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from riffmask.common.errors import RiffmaskError
+from riffmask.common.io import file_sha256
 from riffmask.core.audio import is_audio_file
 
 #: Files next to the audio that are read (captions) rather than reported as ignored.
@@ -21,32 +23,51 @@ class Source:
     path: Path
     rel: str  # POSIX path relative to the genre root, e.g. "jazz/live/take1.mp3"
     genre: str  # the top-level folder
+    sha256: str = ""  # of the file's bytes: what decides whether it changed
+    same_as: str | None = None  # an earlier source with the very same bytes, whose split this one takes
 
     @property
     def key(self) -> str:
         """A stable, file-name-safe identifier of the source path."""
         return hashlib.sha1(self.rel.encode("utf-8")).hexdigest()[:16]
 
-    def signature(self) -> list[int]:
-        """Size and modification time: a changed file is prepared again."""
-        st = self.path.stat()
-        return [st.st_size, st.st_mtime_ns]
+    def signature(self) -> list:
+        """Content and split group: a changed file (even with its modification time restored), or one
+        that gained or lost an identical twin, is prepared again."""
+        return [self.path.stat().st_size, self.sha256, self.same_as or self.rel]
 
     def split(self, validation_fraction: float, seed: int) -> str:
-        """``train`` or ``validation`` from a hash of the path: every clip of a file lands in the same
-        split (no leakage), and adding files never moves the ones already prepared."""
-        digest = hashlib.sha256(f"{seed}:{self.rel}".encode()).digest()
+        """``train`` or ``validation`` from a hash of the path (of its identical twin's, if any): every
+        clip of a file, and of its copies, lands in the same split (no leakage), and adding files never
+        moves the ones already prepared."""
+        digest = hashlib.sha256(f"{seed}:{self.same_as or self.rel}".encode()).digest()
         return "validation" if int.from_bytes(digest[:8], "big") / 2**64 < validation_fraction else "train"
 
     def caption(self, template: str, use_txt: bool) -> str:
-        """The file's own caption (``song.txt`` beside ``song.mp3``) when present, else the template."""
+        """The file's own caption (``song.txt`` beside ``song.mp3``) when usable, else the template."""
         if use_txt:
-            text_file = self.path.with_suffix(CAPTION_SUFFIX)
-            if text_file.is_file():
-                text = " ".join(text_file.read_text(encoding="utf-8", errors="replace").split())
-                if text:
-                    return text
+            text, _ = caption_text(self.path.with_suffix(CAPTION_SUFFIX))
+            if text:
+                return text
         return format_caption(template, self.genre, self.path.stem)
+
+
+def caption_text(path: Path) -> tuple[str | None, str | None]:
+    """(caption, None) from a caption file, (None, why not) when it is not plain UTF-8 text, (None, None)
+    when there is none."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"caption not used: unreadable ({exc.strerror})"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"caption not used: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+    if any(ord(c) < 32 and c not in "\t\n\r" or 0x7F <= ord(c) < 0xA0 for c in text):
+        return None, "caption not used: it holds control characters, not plain text"
+    return " ".join(text.split()) or None, None
 
 
 def readable_name(name: str) -> str:
@@ -59,14 +80,16 @@ def format_caption(template: str, genre: str, stem: str) -> str:
     return template.format(genre=readable_name(genre), stem=readable_name(stem)).strip()
 
 
-def scan_genres(root: str | os.PathLike) -> tuple[list[Source], list[dict[str, str]]]:
-    """The audio files of every genre sub-folder of ``root`` in sorted order, and the files ignored
-    (with the reason). Hidden files and folders are skipped silently."""
+def scan_genres(root: str | os.PathLike) -> tuple[list[Source], list[dict[str, str]], list[dict[str, str]]]:
+    """The audio files of every genre sub-folder of ``root`` in sorted order, the files ignored and
+    the audio entries that cannot be read (dangling links, no permission), each with the reason.
+    Hidden files and folders are skipped silently. Files with identical bytes are linked (``same_as``)."""
     root = Path(root)
     if not root.is_dir():
         raise RiffmaskError(f"{root}: genre root is not a folder")
     sources: list[Source] = []
     ignored: list[dict[str, str]] = []
+    unreadable: list[dict[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
@@ -77,10 +100,24 @@ def scan_genres(root: str | os.PathLike) -> tuple[list[Source], list[dict[str, s
             if "/" not in rel:
                 ignored.append({"file": rel, "reason": "not inside a genre folder"})
             elif is_audio_file(path):
-                sources.append(Source(path, rel, rel.split("/", 1)[0]))
+                try:
+                    digest = file_sha256(path)
+                except OSError as exc:
+                    dangling = path.is_symlink() and not path.exists()
+                    reason = "a dangling symbolic link" if dangling else f"unreadable ({exc.strerror})"
+                    unreadable.append({"source": rel, "reason": reason})
+                    continue
+                sources.append(Source(path, rel, rel.split("/", 1)[0], digest))
             elif path.suffix.lower() != CAPTION_SUFFIX:
                 ignored.append({"file": rel, "reason": f"not an audio file extension ({path.suffix or 'none'})"})
+            elif (problem := caption_text(path)[1]) is not None:
+                ignored.append({"file": rel, "reason": problem})
     if not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
         raise RiffmaskError(f"{root}: no genre folders (expected sub-folders such as jazz/, lofi/ holding audio)")
     sources.sort(key=lambda s: s.rel)
-    return sources, ignored
+    first: dict[str, str] = {}
+    for k, source in enumerate(sources):
+        twin = first.setdefault(source.sha256, source.rel)
+        if twin != source.rel:
+            sources[k] = dataclasses.replace(source, same_as=twin)
+    return sources, ignored, unreadable

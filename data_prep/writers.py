@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from riffmask.common.config import save_config
-from riffmask.common.io import write_json_atomic, write_text_atomic
+from riffmask.common.io import inside, write_json_atomic, write_text_atomic
 from riffmask.data_prep.config import PrepConfig
 from riffmask.data_prep.readers import COLUMNS, SPLITS, STATE_DIR, dataset_fingerprint, features
 from riffmask.data_prep.sources import Source
@@ -83,7 +83,7 @@ def _write_arrow(out_dir: Path, by_split: dict[str, list[dict]]) -> None:
 
     schema = features()
     columns = {
-        split: {k: [str(out_dir / r["image"]) if k == "image" else r[k] for r in rows] for k in COLUMNS}
+        split: {k: [str(inside(out_dir, r["image"])) if k == "image" else r[k] for r in rows] for k in COLUMNS}
         for split, rows in by_split.items()
     }
     staging = out_dir / STATE_DIR / "arrow"

@@ -25,6 +25,7 @@ PAPER_PROMPT = "instrumental, saxophone, flute"
 DTYPES = ("float32", "float16", "bfloat16")
 #: Generation decodes from the input sound's phase (and that start's 6 iterations), keeping generation all model.
 GENERATE_DECODE = DecodeConfig(phase_start="input")
+SEED_LIMIT = 2**63  # torch generators take seeds below 2**64; leave room for seed + k
 
 
 @dataclass
@@ -38,7 +39,7 @@ class CheckpointConfig:
     )
     lora: list[str] = option([], help="LoRA weights (file, folder or Hub id); repeatable, stacked")
     lora_scale: list[float] = option([], help="weight of each LoRA (one value: all of them; default 1.0)")
-    allow_pickle: bool = option(False, help="allow pickle (.ckpt/.bin) weights: only for files you trust")
+    allow_pickle: bool = option(False, local=True, help="allow pickle (.ckpt/.bin) weights: only for files you trust")
     scheduler: str | None = option(None, help="diffusers scheduler class name; default: the checkpoint's own")
     device: str | None = option(None, help="torch device; default cuda when present, else cpu")
     dtype: str | None = option(None, help="float32, float16 or bfloat16; default float16 on cuda, else float32")
@@ -82,6 +83,10 @@ class SamplingConfig:
             raise ConfigError(f"window, overlap: multiples of 8, overlap < window: {self.window}, {self.overlap}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: at least 1, got {self.batch_size}")
+        if self.guidance < 0:
+            raise ConfigError(f"guidance: must be >= 0, got {self.guidance}")
+        if not 0 <= self.seed < SEED_LIMIT - self.num_variations:
+            raise ConfigError(f"seed: must be in [0, 2**63 - num_variations), got {self.seed}")
         if self.windows_per_batch is not None and self.windows_per_batch < 1:
             raise ConfigError(f"windows_per_batch: at least 1, got {self.windows_per_batch}")
 
@@ -109,9 +114,11 @@ class InputConfig:
 class OutputConfig:
     """Where results go."""
 
-    out: str = option("riffmask_out", help="output folder")
-    overwrite: bool = option(False, help="replace existing outputs (otherwise those items are skipped)")
-    report: bool = option(False, help="write report.html of the run (metrics.report)")
+    out: str = option("riffmask_out", local=True, help="output folder")
+    overwrite: bool = option(
+        False, local=True, help="make again the items made before from the same inputs (otherwise skipped)"
+    )
+    report: bool = option(False, local=True, help="write report.html of the run (metrics.report)")
 
 
 @dataclass

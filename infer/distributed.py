@@ -24,10 +24,16 @@ def launched() -> bool:
 
 
 def process_state():
-    """accelerate's :class:`~accelerate.PartialState` of this launch (initialises the process group)."""
-    from accelerate import PartialState
+    """accelerate's :class:`~accelerate.PartialState` of this launch (initialises the process group).
 
-    return PartialState()
+    Processes on CPUs (``ACCELERATE_USE_CPU=1``, or no CUDA) join with gloo; without saying so, accelerate
+    would treat each CPU process as a launch of its own.
+    """
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
 
 
 def merge_summaries(parts: list[RunSummary]) -> RunSummary:

@@ -24,9 +24,33 @@ def pick_device(device: str | None, dtype: str | None) -> tuple[str, Any]:
     return device, getattr(torch, name)
 
 
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before anything loads."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise RiffmaskError(f"device: {device!r} is not a torch device (cpu, cuda, cuda:1, mps ...)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RiffmaskError(f"device: {device} asked for, but this torch sees no CUDA GPU; use --device cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise RiffmaskError(f"device: {device} asked for, but MPS is not available here; use --device cpu")
+
+
 def _check_weights(path: Path, allow_pickle: bool, what: str) -> None:
-    """Refuse pickle weights unless allowed; pickle can run code when loaded."""
+    """Refuse pickle weights unless allowed (pickle can run code when loaded) and unreadable safetensors files."""
+    from safetensors import SafetensorError, safe_open
+
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
+    if path.is_file() and path.suffix not in WEIGHT_SUFFIXES:
+        raise RiffmaskError(f"{path}: not a weights file (the {what} must be one of {', '.join(WEIGHT_SUFFIXES)})")
+    for file in (p for p in files if p.suffix == ".safetensors"):
+        try:
+            with safe_open(str(file), framework="pt"):  # reads the header only
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise RiffmaskError(f"{file}: not a readable .safetensors file ({_first_line(exc)})") from None
     if allow_pickle or not files or any(p.suffix == ".safetensors" for p in files):
         return
     raise RiffmaskError(
@@ -45,8 +69,6 @@ def _load_base(cfg: GenerateConfig, torch_dtype: Any):
     try:
         if source.is_file():
             _check_weights(source, cfg.checkpoint.allow_pickle, "checkpoint")
-            if source.suffix not in WEIGHT_SUFFIXES:
-                raise RiffmaskError(f"{source}: not a checkpoint file ({', '.join(WEIGHT_SUFFIXES)})")
             # Pickle was refused above unless allowed; the file's suffix decides how it is read.
             config = cfg.checkpoint.single_file_config
             return StableDiffusionPipeline.from_single_file(str(source), config=config, **common)
@@ -126,6 +148,7 @@ def load_pipeline(cfg: GenerateConfig):
     from riffmask.infer.pipeline import MaskedRiffusionPipeline
 
     device, torch_dtype = pick_device(cfg.checkpoint.device, cfg.checkpoint.dtype)
+    check_device(device)
     base = _load_base(cfg, torch_dtype)
     pipe = MaskedRiffusionPipeline(**{name: base.components[name] for name in MaskedRiffusionPipeline.component_names})
     pipe.register_to_config(_name_or_path=base.name_or_path)

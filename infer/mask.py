@@ -29,6 +29,8 @@ class MaskParams:
     downshift: int | None = option(40, help="grey level subtracted, floored at 0 (0: keep loud parts to the end)")
 
     def validate(self) -> None:
+        if self.invert is not None and self.invert > 1:
+            raise ConfigError(f"invert: a blend factor 0-1 (or negative to skip), got {self.invert}")
         if self.downshift is not None and self.downshift > 255:
             raise ConfigError(f"downshift: a grey level 0-255 (or negative to skip), got {self.downshift}")
 

@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -76,7 +77,13 @@ class ClapEmbedder:
             hint = (
                 " (it has no safetensors weights; for PyTorch .bin weights pass --allow-pickle)" if pickle_only else ""
             )
-            raise RiffmaskError(f"cannot load CLAP model {model_id}: {exc}{hint}") from None
+            if not hint and not Path(model_id).is_dir():
+                hint = (
+                    "; without the network it must be in the Hugging Face cache (download it once) or a local "
+                    "folder given with --clap-model"
+                )
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RiffmaskError(f"cannot load CLAP model {model_id} ({first}){hint}") from None
         return cls(model=model.to(device).eval(), processor=processor)
 
     @property

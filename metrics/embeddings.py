@@ -79,13 +79,28 @@ def load_embedding(path: str | os.PathLike) -> np.ndarray:
     return array.astype(np.float64)
 
 
-def load_embedding_dir(folder: str | os.PathLike) -> dict[str, np.ndarray]:
-    """``{name: frames}`` of every ``NAME.npy`` in ``folder``."""
+def load_embedding_dir(folder: str | os.PathLike) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """``{name: frames}`` of every readable ``NAME.npy`` in ``folder``, and the failures (``{"name", "error"}``).
+
+    A bad file is reported and the others go on, as in :func:`embed_files`.
+    """
     folder = Path(folder)
     paths = sorted(folder.glob("*.npy")) if folder.is_dir() else []
     if not paths:
         raise RiffmaskError(f"{folder}: no .npy embeddings")
-    return {p.stem: load_embedding(p) for p in paths}
+    out: dict[str, np.ndarray] = {}
+    failed: list[dict] = []
+    for path in paths:
+        try:
+            out[path.stem] = load_embedding(path)
+        except RiffmaskError as exc:
+            log.warning("%s", exc)
+            failed.append({"name": path.stem, "error": str(exc)})
+    return out, failed
+
+
+class EmbedderUnavailable(RiffmaskError):
+    """The embedding model cannot load: the whole batch stops (no file could be embedded)."""
 
 
 def embed_files(
@@ -113,6 +128,8 @@ def embed_files(
                 out[name] = np.asarray(frames, dtype=np.float64)
                 if stored is not None:
                     _save_npy(stored, frames)
+        except EmbedderUnavailable:
+            raise
         except RiffmaskError as exc:
             log.warning("%s", exc)
             failed.append({"name": name, "error": str(exc)})

@@ -43,7 +43,7 @@ def gaussian_stats(frames: np.ndarray, files: int | None = None) -> GaussianStat
     """Fit a Gaussian to ``frames`` (N x D): mean and unbiased covariance (N - 1)."""
     x = np.asarray(frames, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"need at least 2 embedding frames as an (N, D) array, got shape {x.shape}")
+        raise RiffmaskError(f"need at least 2 embedding frames as an (N, D) array, got shape {x.shape}")
     return GaussianStats(
         x.mean(axis=0),
         np.cov(x, rowvar=False, ddof=1).reshape(x.shape[1], x.shape[1]),

@@ -70,11 +70,13 @@ def _index(folder: Path) -> dict[str, Path]:
     return found
 
 
-def find_pairs(input_dir: str | os.PathLike, output_dir: str | os.PathLike) -> tuple[list[Pair], list[str]]:
-    """Pairs of files with matching names, and the names found on one side only."""
+def find_pairs(input_dir: str | os.PathLike, output_dir: str | os.PathLike) -> tuple[list[Pair], list[Path]]:
+    """Pairs of files with matching names, and the files found on one side only."""
     inputs, outputs = _index(Path(input_dir)), _index(Path(output_dir))
     pairs = [Pair(k, inputs[k], outputs[k]) for k in sorted(inputs.keys() & outputs.keys())]
-    unmatched = sorted(inputs.keys() ^ outputs.keys())
+    unmatched = sorted(
+        [inputs[k] for k in inputs.keys() - outputs.keys()] + [outputs[k] for k in outputs.keys() - inputs.keys()]
+    )
     return pairs, unmatched
 
 

@@ -126,7 +126,7 @@ def test_eval_fad_cli_on_stored_embeddings(main, tmp_path, rng, capsys):
     argv = ["eval", "fad", str(gen), "--reference", str(ref), "--save-stats", str(tmp_path / "ref.npz")]
     assert main([*argv, "--json", str(out), "--csv", str(tmp_path / "fad.csv")]) == 0
     summary = json.loads(out.read_text())["summary"]
-    expected = fad.set_fad(load_embedding_dir(gen), fad.gaussian_stats(fad.stack_frames(load_embedding_dir(ref))))
+    expected = fad.set_fad(load_embedding_dir(gen)[0], fad.gaussian_stats(fad.stack_frames(load_embedding_dir(ref)[0])))
     assert summary["fad"] == pytest.approx(expected["fad"]) and summary["frames"] == 240 and summary["files"] == 6
     assert np.isfinite(summary["fad_inf"]) and summary["reference_frames"] == 240
     # The saved statistics give the same score without the reference folder.

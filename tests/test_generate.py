@@ -58,7 +58,7 @@ def test_generate_cli_writes_every_output_and_goes_past_a_bad_input(tiny_model_d
         for kind in ("input", "mask", "output"):
             image = load_image(out / f"{name}_{kind}.png")
             assert image.size == (width, 64) and image.getexif()[11040] == 64
-    assert (out / "config.yaml").is_file()
+    assert summary["config"]["output"]["out"] == str(out) and summary["runs"] == []  # the run's own record
 
 
 def test_existing_outputs_are_kept_unless_overwrite(tiny_model_dir, sounds, tmp_path):
@@ -66,9 +66,11 @@ def test_existing_outputs_are_kept_unless_overwrite(tiny_model_dir, sounds, tmp_
     args = ["generate", "--model", str(tiny_model_dir), str(sounds / "short.wav"), "--out", str(out), *SMALL_FLAGS]
     assert main(args) == 0
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("short*")}
-    assert main([*args, "--seed", "7"]) == 0
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("short*")} == before
+    assert main(args) == 0  # the same input and settings: skipped
     assert json.loads((out / "summary.json").read_text())["skipped"][0]["item"] == "short"
+    assert main([*args, "--seed", "7"]) == 0  # other settings: a result of its own beside the first
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("short*") if not p.name.startswith("short_2")} == before
+    assert json.loads((out / "short_2.json").read_text())["seed"] == 7
     assert main([*args, "--seed", "7", "--overwrite", "--num-variations", "2", "--prompt", "a", "--prompt", "b"]) == 0
     assert sorted(json.loads((out / f"short_v{k}.json").read_text())["seed"] for k in range(4)) == [7, 7, 8, 8]
     assert json.loads((out / "short_v2.json").read_text())["prompt"] == "b"
@@ -79,7 +81,8 @@ def test_sidecar_regenerates_the_result_exactly(pipe, tiny_model_dir, sounds, tm
     assert generate_files(pipe, [sounds / "long.wav"], cfg).done == ["long_v0", "long_v1"]
     sidecar = json.loads((tmp_path / "a" / "long_v1.json").read_text())
     assert sidecar["seed"] == 4 and sidecar["input_seconds"] == 0.5
-    assert main(["generate", "--like", str(tmp_path / "a" / "long_v1.json"), "--out", str(tmp_path / "b")]) == 0
+    like = ["generate", "--like", str(tmp_path / "a" / "long_v1.json"), "--out", str(tmp_path / "b")]
+    assert main([*like, str(sounds / "long.wav")]) == 0
     first = np.asarray(Image.open(tmp_path / "a" / "long_v1_output.png"))
     second = np.asarray(Image.open(tmp_path / "b" / "long_output.png"))
     np.testing.assert_allclose(first.astype(int), second.astype(int), atol=1)  # batch of 2 vs 1: float rounding
@@ -98,7 +101,8 @@ def test_a_sidecar_written_before_the_nested_config_still_makes_its_result(tiny_
     flat = {k: v for k, v in flat.items() if k not in ("decoder", "iterations", "phase_start")}
     old = {**sidecar, "config": {**flat, "griffin_lim_iters": 3, "phase_init": "magnitude"}}
     (tmp_path / "old.json").write_text(json.dumps(old))
-    assert main(["generate", "--like", str(tmp_path / "old.json"), "--out", str(tmp_path / "again")]) == 0
+    assert main(["generate", "--like", str(tmp_path / "old.json"), "--out", str(tmp_path / "again"),
+                 str(sounds / "short.wav")]) == 0  # fmt: skip
     assert (tmp_path / "again" / "short.wav").read_bytes() == (now / "short.wav").read_bytes()
     (tmp_path / "odd.json").write_text(json.dumps({**old, "config": {**flat, "warp": 9}}))
     assert main(["generate", "--like", str(tmp_path / "odd.json"), "--out", str(tmp_path / "odd")]) == 2

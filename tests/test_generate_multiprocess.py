@@ -15,7 +15,7 @@ import sys
 import soundfile as sf
 from conftest import SMALL_FLAGS, SR, tone
 
-TIMING = ("seconds", "model_seconds")
+TIMING = ("seconds", "model_seconds", "started")
 
 
 def _free_port() -> int:
@@ -56,6 +56,8 @@ def test_two_processes_make_the_one_process_outputs_and_go_past_a_bad_input(tiny
                      "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())],
                     *common, "--out", str(tmp_path / "two"))  # fmt: skip
     assert two.returncode != 0 and "1 failed" in two.stdout, two.stderr[-3000:]  # the bad input, reported
+    for k in range(3):  # each input was made by one process only: the inputs were split, not repeated
+        assert two.stderr.count(f"s{k}.wav -> ") == 1, two.stderr[-3000:]
     one = _generate([], *common, "--out", str(tmp_path / "one"))
     assert one.returncode == 1, one.stderr[-3000:]
     got, want = _contents(tmp_path / "two"), _contents(tmp_path / "one")

@@ -97,7 +97,7 @@ def test_folder_pairs_match_names_and_suffixes(tmp_path, image_pair):
     save_image(a, src / "lonely.png")
     (dst / "notes.txt").write_text("not audio")
     pairs, unmatched = find_pairs(src, dst)
-    assert [p.name for p in pairs] == ["x", "y"] and unmatched == ["lonely"]
+    assert [p.name for p in pairs] == ["x", "y"] and unmatched == [src / "lonely.png"]
     rows, summary = evaluate_pairs(pairs, RANDOM, params=SMALL)
     assert [r["error"] for r in rows] == ["", ""]
     assert rows[0]["ssim"] == pytest.approx(similarity.ssim(a, b))

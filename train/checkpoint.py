@@ -43,6 +43,8 @@ def resolve_resume(resume: str | None, root: Path) -> Path | None:
         return None
     if resume == "latest":
         found = checkpoint_dirs(root)
+        if not found:
+            log.warning("resume=latest: no checkpoint in %s yet; starting from scratch", root)
         return found[-1] if found else None
     path = Path(resume)
     if not (path / STATE_FILE).is_file():

@@ -39,7 +39,10 @@ class TrainConfig:
         "riffusion/riffusion-model-v1", help="base pipeline: Hub id or local diffusers folder"
     )
     revision: str | None = option(None, help="Hub revision of the base model")
-    output_dir: str = option("runs/dreambooth", help="where checkpoints, weights, logs and media go")
+    output_dir: str = option("runs/dreambooth", local=True, help="where checkpoints, weights, logs and media go")
+    overwrite: bool = option(
+        False, local=True, help="replace another run held in output_dir (its weights, log, checkpoints)"
+    )
     mode: Literal["full", "lora"] = option("full", help="full fine-tune or LoRA adapters")
     resolution: int = option(512, help="spectrogram height and width in pixels (multiple of 8)")
     captions: Literal["dataset", "template", "instance_prompt"] = option(
@@ -107,9 +110,9 @@ class TrainConfig:
     report_to: Literal["none", "tensorboard", "wandb"] = option("tensorboard", help="tracker")
     tracker_project_name: str = option("riffmask-dreambooth", help="wandb project / tensorboard run name")
     # ------------------------------------------------------------------ publishing
-    push_to_hub: bool = option(False, help="upload the outputs and a model card at the end")
-    hub_model_id: str | None = option(None, help="owner/name on the Hub")
-    hub_private: bool = option(False, help="create the Hub repository as private")
+    push_to_hub: bool = option(False, local=True, help="upload the outputs and a model card at the end")
+    hub_model_id: str | None = option(None, local=True, help="owner/name on the Hub")
+    hub_private: bool = option(False, local=True, help="create the Hub repository as private")
 
     def validate(self) -> None:
         """Reject configs that cannot work, naming the key (runs before any model loads)."""

@@ -32,6 +32,7 @@ from riffmask.train.config import TrainConfig
 from riffmask.train.loss import per_sample_loss, training_target
 from riffmask.train.models import load_models, make_optimizer, place, trainable_names, weight_dtype
 from riffmask.train.progress import Progress
+from riffmask.train.run_folder import check_run_folder
 from riffmask.train.schedule import Schedule, lr_factor
 
 log = logging.getLogger("riffmask.train")
@@ -68,6 +69,8 @@ def _train(cfg: TrainConfig) -> Path:
     set_seed(cfg.seed)  # LoRA initialisation and dropout; data and noise have their own seeded streams
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     fingerprint = dataset_fingerprint(cfg.dataset)
+    check_run_folder(cfg, fingerprint, accelerator.is_main_process)  # another run there: refuse or clear
+    accelerator.wait_for_everyone()
     resume_from = checkpoint.resolve_resume(cfg.resume, out / "checkpoints")  # checked before models load
     if resume_from is not None and checkpoint.read_state(resume_from).get("dataset_fingerprint") != fingerprint:
         raise ConfigError(f"resume: {resume_from} was trained on different data; exact resume is impossible")

@@ -135,22 +135,25 @@ def run_pairs(args: argparse.Namespace) -> int:
     from riffmask.metrics.pairs import PAIR_METRICS, evaluate_pairs, find_pairs, generation_pairs
     from riffmask.metrics.results import emit
 
+    unmatched: list[Path] = []
     if args.output_dir is None:
         pairs = generation_pairs(args.input_dir)
     else:
         pairs, unmatched = find_pairs(args.input_dir, args.output_dir)
         if unmatched:
-            log.warning("no partner for: %s", ", ".join(unmatched))
+            log.warning("no partner for: %s", ", ".join(map(str, unmatched)))
         if not pairs:
             raise RiffmaskError(f"no files with matching names in {args.input_dir} and {args.output_dir}")
     with progress_bar(len(pairs), "pairs") as bar:
         rows, summary = evaluate_pairs(pairs, _chroma_decode(args), progress=lambda _: bar.update())
+    if unmatched:
+        summary["unmatched"] = [str(p) for p in unmatched]
     print(emit(rows, summary, ["name", *PAIR_METRICS, "error"], args.json, args.csv))
     if args.report:
         from riffmask.metrics.report import items_from_pairs, write_report
 
         print(f"report: {write_report(args.report, items_from_pairs(pairs, rows), 'SSIM and chroma', summary)}")
-    return 1 if summary["failed"] and not summary["n"] else 0
+    return 1 if summary["failed"] else 0  # a batch command: any failed item shows in the status
 
 
 def _embeddings_of(folder: Path, cache: Path | None, get_embedder, desc: str):
@@ -158,7 +161,7 @@ def _embeddings_of(folder: Path, cache: Path | None, get_embedder, desc: str):
     from riffmask.metrics.embeddings import audio_files, embed_files, load_embedding_dir
 
     if folder.is_dir() and not any(p.suffix != ".npy" for p in folder.iterdir() if p.is_file()):
-        return load_embedding_dir(folder), []
+        return load_embedding_dir(folder)
     files = audio_files(folder)
     with progress_bar(len(files), desc) as bar:
         return embed_files(files, _LazyEmbedder(get_embedder), cache, progress=lambda _: bar.update())
@@ -171,8 +174,13 @@ class _LazyEmbedder:
         self._get, self._model = get, None
 
     def _load(self):
+        from riffmask.metrics.embeddings import EmbedderUnavailable
+
         if self._model is None:
-            self._model = self._get()
+            try:
+                self._model = self._get()
+            except RiffmaskError as exc:  # stops the batch: every file would fail the same way
+                raise EmbedderUnavailable(str(exc)) from None
         return self._model
 
     @property
@@ -185,6 +193,8 @@ class _LazyEmbedder:
 
 def run_fad(args: argparse.Namespace) -> int:
     import functools
+
+    import numpy as np
 
     from riffmask.metrics.embeddings import load_embedder
     from riffmask.metrics.fad import (
@@ -209,7 +219,13 @@ def run_fad(args: argparse.Namespace) -> int:
     else:
         ref_emb, ref_failed = _embeddings_of(args.reference, args.reference_embeddings, get, "embed reference")
         failed += ref_failed
-        reference = gaussian_stats(stack_frames(ref_emb), files=len(ref_emb))
+        frames = stack_frames(ref_emb) if ref_emb else np.zeros((0, 0))
+        if frames.shape[0] < 2:  # the covariance needs two
+            raise RiffmaskError(
+                f"--reference {args.reference}: {frames.shape[0]} embedding frame(s) from {len(ref_emb)} file(s); "
+                "a covariance needs at least 2 (give more or longer reference files)"
+            )
+        reference = gaussian_stats(frames, files=len(ref_emb))
         ref_files = len(ref_emb)
         if args.save_stats:
             save_stats(args.save_stats, reference, stats_model)
@@ -232,7 +248,7 @@ def run_fad(args: argparse.Namespace) -> int:
     print(emit(rows, summary, ["name", "frames", "fad", "error"], args.json, args.csv))
     if args.report:
         _file_report(args.report, "Fréchet Audio Distance", rows, summary, args.generated_dir, ("frames", "fad"))
-    return 0
+    return 1 if failed else 0
 
 
 def run_clap(args: argparse.Namespace) -> int:
@@ -257,7 +273,7 @@ def run_clap(args: argparse.Namespace) -> int:
     print(emit(rows, summary, ["name", "clap", "error"], args.json, args.csv))
     if args.report:
         _file_report(args.report, f"CLAP score: {args.prompt}", rows, summary, args.generated_dir, ("clap",))
-    return 0 if clips else 1
+    return 1 if failed else 0
 
 
 def run_genre(args: argparse.Namespace) -> int:

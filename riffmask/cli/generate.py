@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from riffmask.common.config import add_config_arguments, config_from_args
 
@@ -22,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument(
         "--like",
         metavar="SIDECAR",
-        help="start from the settings of an earlier result (its NAME.json) instead of --config; "
-        "without INPUT, its input again: the same result, made again",
+        help="start from the generation settings of an earlier result (its NAME.json) instead of --config "
+        "(never its output folder or --allow-pickle); without INPUT, its input again if that lies in the "
+        "sidecar's folder",
     )
     add_config_arguments(gen, GenerateConfig, skip=("prompt", "lora", "lora_scale"))
     # Repeatable flags for the list options; argparse.SUPPRESS leaves them out unless given.
@@ -72,15 +74,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def generate_command(args: argparse.Namespace) -> int:
     """``riffmask generate``; under ``accelerate launch`` each process takes its share of the inputs."""
-    import dataclasses
+    import contextlib
     import tempfile
 
-    from riffmask.common.config import save_config
+    from riffmask.common.config import replace_options
     from riffmask.common.errors import RiffmaskError
     from riffmask.infer import distributed
     from riffmask.infer.config import GenerateConfig
-    from riffmask.infer.files import expand_inputs, run_inputs, write_summary
+    from riffmask.infer.files import expand_inputs, record_run, run_inputs, run_started
     from riffmask.infer.load import load_pipeline
+    from riffmask.infer.out_folder import earlier_runs, locked
 
     patterns = list(args.inputs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,10 +91,10 @@ def generate_command(args: argparse.Namespace) -> int:
             if args.config:
                 raise RiffmaskError("give --like or --config, not both")
             # The sidecar's settings become the config file layer; flags and key=value still override.
-            settings, source = _sidecar_settings(args.like)
             args.config = f"{tmp}/like.yaml"
-            save_config(settings, args.config)
-            patterns = patterns or [source]
+            source = _sidecar_settings(args.like, args.config)
+            if not patterns:
+                patterns = [_sidecar_input(args.like, source)]
         cfg = config_from_args(GenerateConfig, args, args.overrides)
     if not patterns:
         raise RiffmaskError("give at least one INPUT (or --like SIDECAR)")
@@ -99,19 +102,27 @@ def generate_command(args: argparse.Namespace) -> int:
     if not inputs:
         raise RiffmaskError(f"no input files found in {' '.join(patterns)}")
     state = distributed.process_state() if distributed.launched() else None
-    # Each process on its own device; the config (and the sidecars) keep what was asked for.
-    load_cfg = cfg
-    if state is not None and cfg.checkpoint.device is None:
-        load_cfg = dataclasses.replace(cfg, checkpoint=dataclasses.replace(cfg.checkpoint, device=str(state.device)))
-    pipe = load_pipeline(load_cfg)
-    share = (state.process_index, state.num_processes) if state else (0, 1)
-    summary = run_inputs(pipe, inputs, cfg, share)
-    if state is not None:
-        summary = distributed.gather_summaries(state, summary)  # waits for every process
-        if not state.is_main_process:
+    main = state is None or state.is_main_process
+    # One writer per folder: a run (for a launch, its main process) holds the folder's lock, and a bad --out
+    # (a file, a foreign summary, another run writing) stops it before the model loads.
+    folder = locked(Path(cfg.output.out)) if main else contextlib.nullcontext(Path(cfg.output.out))
+    with folder as out_dir:
+        earlier = earlier_runs(out_dir) if main else []
+        if state is not None:
+            state.wait_for_everyone()  # the others start once the main process holds the folder
+        # Each process on its own device; the config (and the sidecars) keep what was asked for.
+        load_cfg = cfg
+        if state is not None and cfg.checkpoint.device is None:
+            load_cfg = replace_options(cfg, device=str(state.device))
+        pipe = load_pipeline(load_cfg)
+        started_at = run_started()
+        share = (state.process_index, state.num_processes) if state else (0, 1)
+        summary = run_inputs(pipe, inputs, cfg, share)
+        if state is not None:
+            summary = distributed.gather_summaries(state, summary)  # waits for every process
+        if not main:
             return 1 if summary.failed else 0
-    write_summary(summary, cfg)
-    save_config(cfg, f"{cfg.output.out}/config.yaml")
+        record_run(out_dir, summary, cfg, started_at, earlier)
     if cfg.output.report:
         from riffmask.metrics.report import write_generation_report
 
@@ -123,12 +134,19 @@ def generate_command(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _sidecar_settings(path: str):
-    """(GenerateConfig, input path) recorded in a result's sidecar."""
+def _sidecar_settings(path: str, config_path: str) -> str:
+    """Write the generation settings a result's sidecar records to ``config_path``; return its input.
+
+    A sidecar is data, possibly someone else's: it sets generation settings only, never where outputs
+    go or what is allowed (the ``local`` options: ``out``, ``allow_pickle`` ...); the command line does.
+    """
     import json
 
-    from riffmask.common.config import build_config
+    import yaml
+
+    from riffmask.common.config import build_config, without_local
     from riffmask.common.errors import RiffmaskError
+    from riffmask.common.io import write_text_atomic
     from riffmask.infer.config import GenerateConfig
 
     try:
@@ -137,7 +155,10 @@ def _sidecar_settings(path: str):
         raise RiffmaskError(f"{path}: cannot read the sidecar ({exc})") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), t) for k, t in (("config", dict), ("input", str))):
         raise RiffmaskError(f"{path}: not the sidecar of a riffmask generate result (NAME.json)")
-    return build_config(GenerateConfig, (path, _current_keys(data["config"]))), data["input"]
+    settings = without_local(GenerateConfig, _current_keys(data["config"]), path)
+    build_config(GenerateConfig, (path, settings))  # its errors name the sidecar
+    write_text_atomic(config_path, yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
+    return data["input"]
 
 
 #: Keys of sidecars written before decoding had one vocabulary, and their values now.
@@ -155,11 +176,29 @@ def _current_keys(config: dict) -> dict:
     return out
 
 
+def _sidecar_input(path: str, source: str) -> str:
+    """The sidecar's input, which must lie inside the sidecar's folder (else give INPUT on the command line)."""
+    from riffmask.common.errors import RiffmaskError
+    from riffmask.common.io import inside
+
+    try:
+        return str(inside(Path(path).parent, source))
+    except ValueError:
+        raise RiffmaskError(
+            f"{path}: its input {source} is outside the sidecar's folder; a sidecar may not choose what is read: "
+            f"give the input on the command line (riffmask generate --like {path} INPUT)"
+        ) from None
+
+
 def mask_command(args: argparse.Namespace) -> int:
+    from riffmask.common.io import output_file
     from riffmask.core.image import load_image, save_image
     from riffmask.infer.mask import MaskParams, make_mask, mask_steps, steps_image
 
     params = config_from_args(MaskParams, args, args.overrides)
+    output_file(args.output, "OUTPUT")
+    if args.steps_image:
+        output_file(args.steps_image, "--steps-image")
     image = load_image(args.input)
     save_image(make_mask(image, params), args.output)
     if args.steps_image:

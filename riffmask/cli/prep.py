@@ -58,10 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def spectrogram_command(args: argparse.Namespace) -> int:
+    from riffmask.common.io import output_file
     from riffmask.core.audio import load_audio
     from riffmask.core.codec import audio_to_image, save_image
     from riffmask.core.params import SpectrogramParams
 
+    output_file(args.out_png, "OUT_PNG")
     params = SpectrogramParams()
     audio = load_audio(args.in_audio, params.sample_rate, start=args.start, duration=args.duration)
     image = audio_to_image(audio, params, mode=args.mode)
@@ -73,14 +75,19 @@ def spectrogram_command(args: argparse.Namespace) -> int:
 def audio_command(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from riffmask.common.io import output_file
     from riffmask.core.audio import write_wav
-    from riffmask.core.codec import load_image, params_from_image
+    from riffmask.core.codec import ImageError, load_image, params_from_image
     from riffmask.core.decode import image_to_audio
 
     cfg = config_from_args(DecodeConfig, args, args.overrides)
+    output_file(args.out_wav, "OUT_WAV")
     image = load_image(args.in_png)
     params = params_from_image(image)
-    audio = image_to_audio(image, cfg)
+    try:
+        audio = image_to_audio(image, cfg)
+    except ImageError as exc:
+        raise ImageError(f"{args.in_png}: {exc}") from None
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak > 1.0:  # the image's own max volume restores the loudness; only avoid clipping
         audio = audio / peak

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import difflib
 import importlib.util
+import math
 import os
 import re
 import types
@@ -33,11 +34,28 @@ class ConfigError(RiffmaskError):
     """A config that cannot be used: unknown key, wrong type, missing file or invalid value."""
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:  # noqa: A002
-    """A dataclass field with a help text (lists and dicts get a copied default)."""
+def option(default: Any = dataclasses.MISSING, help: str = "", local: bool = False, **kwargs: Any) -> Any:  # noqa: A002
+    """A dataclass field with a help text (lists and dicts get a copied default).
+
+    ``local=True`` marks where outputs go and what is allowed (output folders, security switches such as
+    ``allow_pickle``): such options come only from the command line or the user's own config, never
+    from a file the toolkit reads back (see :func:`without_local`), and are no part of a result's settings.
+    """
+    metadata = {"help": help, "local": local}
     if isinstance(default, list | dict):
-        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kwargs)
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def without_local(cls: type, mapping: dict[str, Any], source: str = "a saved config") -> dict[str, Any]:
+    """``mapping`` (a config of ``cls`` as saved in a file: nested, dotted or plain keys) as dotted paths,
+    minus its ``local`` options.
+
+    What a file read back (a sidecar, a saved config: possibly someone else's) may set; also what two
+    results' settings are compared on. An unknown key raises :class:`ConfigError` naming ``source``.
+    """
+    paths = leaf_paths(cls)
+    return {k: v for k, v in _flatten(cls, mapping, source).items() if not paths[k].metadata.get("local")}
 
 
 def find_config(name_or_path: str | os.PathLike, command: str | None = None) -> Path:
@@ -105,14 +123,16 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
+    if hint is float and isinstance(value, int | float | str) and not isinstance(value, bool):
         # YAML 1.1 reads "1e-3" (no dot) as a string; a float field takes it as the number it spells.
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             pass
+        else:
+            if not math.isfinite(number):  # nan and inf pass every range check (nan < 0 is false)
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            return number
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is str and isinstance(value, str | int | float) and not isinstance(value, bool):

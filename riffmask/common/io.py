@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -10,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from riffmask.common.errors import RiffmaskError
 
 
 @contextlib.contextmanager
@@ -61,3 +64,40 @@ def inside(folder: str | os.PathLike, name: str) -> Path:
     if folder != target and folder not in target.parents:
         raise ValueError(f"output name {name!r} would escape {folder}")
     return target
+
+
+def output_folder(path: str | os.PathLike, option: str) -> Path:
+    """``path`` ready to be written into (created if missing), else a one-line error naming ``option``.
+
+    Commands call it before loading a model, so that a bad output costs nothing.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RiffmaskError(f"{option}: {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RiffmaskError(f"{option}: cannot create the folder {path} ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RiffmaskError(f"{option}: the folder {path} is not writable")
+    return path
+
+
+def output_file(path: str | os.PathLike, option: str) -> Path:
+    """``path`` ready to be written (its folder created if missing), else a one-line error naming ``option``."""
+    path = Path(path)
+    if path.is_dir():
+        raise RiffmaskError(f"{option}: {path} is a folder, not a file")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise RiffmaskError(f"{option}: {path} is not writable")
+    output_folder(path.parent, option)
+    return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import soxr
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import atomic_path
 
+log = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus")
 
 
@@ -22,6 +24,31 @@ class AudioError(RiffmaskError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """libsndfile's reason, unless it misleads: for content it does not know it blames pipes."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head and all(32 <= b < 127 or b in b"\t\n\r" for b in head):
+        return "it holds text, not audio"
+    if "possibly a pipe" in str(exc):
+        return f"its contents are in no audio format that libsndfile {sf.__libsndfile_version__} reads"
+    return str(exc)
+
+
+def _warn_if_cancelled(path: Path, channels: np.ndarray, mono: np.ndarray) -> None:
+    """Warn when the channels (nearly) cancel in the mono mix: what remains is noise, scaled up to full level."""
+    if channels.shape[1] < 2:
+        return
+    loudest = float(np.sqrt(np.mean(np.square(channels, dtype=np.float64), axis=0)).max())
+    mixed = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
+    if loudest > 1e-4 and mixed < 0.1 * loudest:
+        log.warning(
+            "%s: the channels cancel out in the mono mix (%.0f dB below the loudest channel); "
+            "the result is made from what is left. Use one channel of the file instead",
+            path, 20 * np.log10(max(mixed, 1e-12) / loudest),
+        )  # fmt: skip
 
 
 def is_audio_file(path: str | os.PathLike) -> bool:
@@ -59,12 +86,13 @@ def load_audio(
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(path, f"not a readable audio file ({exc})") from None
+        raise AudioError(path, f"not a readable audio file ({_why_unreadable(path, exc)})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "contains no audio samples")
     if not np.isfinite(data).all():
         raise AudioError(path, "contains NaN or infinite samples")
     mono = data.mean(axis=1, dtype=np.float32)
+    _warn_if_cancelled(path, data, mono)
     if native_rate != sample_rate:
         mono = soxr.resample(mono, native_rate, sample_rate, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(mono)

@@ -95,6 +95,11 @@ def mel_from_image(
     ``max_volume`` defaults to the one stored in EXIF, else the paper's fixed 50.
     """
     params = params_from_image(image)
+    if image.height != params.num_frequencies or image.width < 2:
+        raise ImageError(
+            f"a {image.width}x{image.height} px image is not a spectrogram of {params.num_frequencies} mel bands "
+            "(its height) and at least 2 frames (its width)"
+        )
     if max_volume is None:
         max_volume = stored_max_volume(image, params.power_for_image) or PAPER_DECODE_MAX_VOLUME
     rgb = np.asarray(image.convert("RGB"))[::-1]
@@ -117,9 +122,19 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.copy() if im.mode in ("RGB", "L") else with_exif(im.convert("RGB"), im)
+            if im.mode in ("RGB", "L"):
+                return im.copy()
+            if im.mode.startswith("I"):  # 16-bit grey: Pillow's convert would clip it at 255, not scale it
+                return with_exif(_grey_from_16_bit(np.asarray(im), path), im)
+            return with_exif(im.convert("RGB"), im)
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc})") from None
+
+
+def _grey_from_16_bit(levels: np.ndarray, path: str | os.PathLike) -> Image.Image:
+    if levels.min() < 0 or levels.max() > 65535:
+        raise ImageError(f"{path}: pixel values beyond 16 bits; save it as an 8- or 16-bit PNG")
+    return Image.fromarray(np.round(levels.astype(np.float64) / 257).astype(np.uint8), mode="L")
 
 
 def with_exif(image: Image.Image, source: Image.Image) -> Image.Image:
