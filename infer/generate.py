@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,20 +60,29 @@ def _fit(audio: np.ndarray, length: int) -> np.ndarray:
     return audio[:length] if len(audio) >= length else np.pad(audio, (0, length - len(audio)))
 
 
-def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generation]:
-    """Music from mono 44.1 kHz ``audio`` (already cut to the part to process), one per ``cfg.sampling.items()``.
-
-    All items go through the UNet as one batch. Used by ``riffmask generate``, the sweep and
-    training validation.
-    """
-    import torch
-
+def input_spectrogram(audio: np.ndarray, cfg: GenerateConfig) -> tuple[np.ndarray, Image.Image]:
+    """(padded audio, its spectrogram image): the input exactly as :func:`generate_sound` feeds it to
+    the pipeline, the sound padded with silence to :func:`padded_width`."""
     if audio.size == 0:
         raise RiffmaskError("no audio to process")
     params = cfg.spectrogram.params
-    width = padded_width(len(audio), cfg)
-    padded = _pad_to_width(audio, width, params)
-    image = audio_to_image(padded, params, cfg.spectrogram.spectrogram_mode)
+    padded = _pad_to_width(audio, padded_width(len(audio), cfg), params)
+    return padded, audio_to_image(padded, params, cfg.spectrogram.spectrogram_mode)
+
+
+def generate_sound(
+    pipe, audio: np.ndarray, cfg: GenerateConfig, on_step: Callable[[int, int], None] | None = None
+) -> list[Generation]:
+    """Music from mono 44.1 kHz ``audio`` (already cut to the part to process), one per ``cfg.sampling.items()``.
+
+    All items go through the UNet as one batch. Used by ``riffmask generate``, the sweep, training
+    validation and the app. ``on_step(steps done, steps in the run)`` is called after each
+    denoising step; an exception it raises stops the run there (the app's Cancel).
+    """
+    import torch
+
+    padded, image = input_spectrogram(audio, cfg)
+    width = image.width
     mask = make_mask(image, cfg.mask)
     items = cfg.sampling.items()
     wide = width > cfg.sampling.window
@@ -91,6 +101,7 @@ def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generat
         window_width=cfg.sampling.window if wide else None,
         window_overlap=cfg.sampling.overlap,
         windows_per_batch=cfg.sampling.windows_per_batch,
+        callback_on_step_end=None if on_step is None else _step_callback(on_step),
         output_type="pil",
     ).images
     model_seconds = (time.perf_counter() - started) / len(items)
@@ -100,6 +111,16 @@ def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generat
         Generation(p, s, image, mask, out, audio, peak_normalize(_fit(m, len(audio))), model_seconds)
         for (p, s), out, m in zip(items, outputs, music, strict=True)
     ]
+
+
+def _step_callback(on_step: Callable[[int, int], None]):
+    """A diffusers ``callback_on_step_end`` that reports (steps done, steps in this run)."""
+
+    def callback(pipe, i: int, t, tensors: dict) -> dict:
+        on_step(i + 1, pipe.num_timesteps)
+        return {}
+
+    return callback
 
 
 def decode_images(
