@@ -294,8 +294,8 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
                 out_image = gr.Image(label="Output spectrogram", format="png", interactive=False)
                 used_mask = gr.Image(label="Mask used", format="png", interactive=False)
             scores = gr.JSON(label="Similarity to the input per take (SSIM, chroma)")
-            gallery = gr.Gallery(label="Takes of this run", columns=4, height="auto")
-            sidecar = gr.JSON(label="Sidecar of the first take", open=False)
+            gallery = gr.Gallery(label="Takes of this run", columns=4, height=280, object_fit="contain")
+            sidecar = gr.JSON(label="Sidecar of the first take", open=False, height=240)
             files = gr.File(label="Files of this run", file_count="multiple")
         with gr.Accordion("Takes", open=True):
             table = gr.Dataframe(headers=TAKE_COLUMNS, interactive=False, label="Takes in the output folder")
