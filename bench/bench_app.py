@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from riffmask.infer.config import GenerateConfig
 
 from bench.common import best_of, real_sounds, write_result
 from riffmask.app.studio import Studio
@@ -21,6 +20,7 @@ from riffmask.common.config import build_config
 from riffmask.core.audio import load_audio
 from riffmask.core.codec import audio_to_image, save_image
 from riffmask.core.params import PAPER_CLIP_SAMPLES
+from riffmask.infer.config import GenerateConfig
 
 TARGET_MS = 50.0
 PAPER = {"invert": 1.0, "brightness": 0.05, "contrast": 200.0, "downshift": 40}

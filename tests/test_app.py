@@ -181,6 +181,7 @@ def test_a_model_that_cannot_load_is_reported_and_the_app_goes_on(client, served
 
 def test_loras_and_scales_change_without_reloading_the_base(served, sound, tiny_model_dir, tmp_path):
     import torch
+
     from riffmask.infer.tiny import build_tiny_components
     from riffmask.train.lora import lora_config, save_lora
 
