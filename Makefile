@@ -6,7 +6,7 @@ GENRES ?=
 SOUND ?=
 DEMO_OUT ?= demo_out
 
-.PHONY: install browser demo test bench lint clean
+.PHONY: install browser demo app test bench lint clean
 
 install: $(STAMP)
 
@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m riffmask.demo --out $(DEMO_OUT) $(if $(GENRES),--genres $(GENRES)) $(if $(SOUND),--sound $(SOUND))
+
+# The studio on the demo's tiny model (written if missing), so it works offline on a CPU; the
+# model's music is noise. `riffmask app --model riffusion/riffusion-model-v1` (or your fine-tune) for real music.
+APP_MODEL ?= $(DEMO_OUT)/tiny-base
+app: $(STAMP)
+	test -d $(APP_MODEL) || $(PY) -m riffmask.cli tiny-model $(APP_MODEL)
+	$(PY) -m riffmask.cli app --config fast --model $(APP_MODEL) --out $(DEMO_OUT)/takes
 
 # The report tests open pages in a real headless Chromium (Debian's package).
 browser:

@@ -250,7 +250,7 @@ def test_the_page_in_chromium(served, sound, tmp_path):
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"],
         )  # fmt: skip
-        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        page = browser.new_page(viewport={"width": 1400, "height": 3800})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url)

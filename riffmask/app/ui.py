@@ -280,7 +280,7 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
                 variations = gr.Slider(1, 8, d["num_variations"], step=1, label="Variations")
             with gr.Row():
                 seed = gr.Number(d["seed"], label="Seed", precision=0)
-                dice = gr.Button("🎲", scale=0, min_width=60)
+                dice = gr.Button("Random seed", scale=0, min_width=120)
                 iterations = gr.Number(d["iterations"], label="Decoder iterations", precision=0)
                 phase = gr.Radio(["input", "pghi", "random"], value=d["phase_start"], label="Decoder start phase")
             with gr.Row():

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def app_command(args: argparse.Namespace) -> int:
+    import logging
+
     from riffmask.common.config import config_from_args
     from riffmask.common.errors import RiffmaskError
     from riffmask.infer.config import GenerateConfig
@@ -35,6 +37,8 @@ def app_command(args: argparse.Namespace) -> int:
         raise RiffmaskError(f"the studio needs Gradio ({exc}): pip install 'riffmask[app]'") from None
     from riffmask.app.studio import Studio
 
+    # Gradio's HTTP client logs every request it makes to its own server at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     studio = Studio(config_from_args(GenerateConfig, args, args.overrides))
     auth = read_auth(args.auth)
     model = studio.defaults["model"]
