@@ -13,6 +13,7 @@ position shown); mask and spectrogram previews have their own, so they stay live
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import tempfile
 from pathlib import Path
@@ -24,6 +25,7 @@ from riffmask.app.models import leaves
 from riffmask.app.studio import REQUEST_KEYS, Cancelled, Studio, write_example
 from riffmask.common.errors import RiffmaskError
 from riffmask.data_prep.synth import GENRES, genre_clip, kettle
+from riffmask.infer.mask import MaskParams
 from riffmask.metrics.sweep import ABLATION
 
 #: Built-in example sounds (synthesised on first use, see data_prep.synth).
@@ -67,6 +69,7 @@ def _duration(value: float | None) -> float | None:
 def build_app(studio: Studio, status: str = "") -> gr.Blocks:
     """The studio's page for ``studio``; ``status`` is shown under the model controls at start."""
     d = studio.defaults
+    knob = {k: SKIP if d[k] is None else d[k] for k in MASK_KEYS}  # a skipped step shows as -1
     cancel_requests: set[str] = set()
 
     def settings_of(values: dict[str, Any]) -> dict[str, Any]:
@@ -178,8 +181,8 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
         return str(write_example(EXAMPLES_DIR, name, EXAMPLES[name]))
 
     def preset(name: str):
-        change = PRESETS[name]
-        return [SKIP if change.get(k, d[k]) is None else change.get(k, d[k]) for k in MASK_KEYS]
+        values = {**dataclasses.asdict(MaskParams()), **PRESETS[name]}  # the paper's values, one step off
+        return [SKIP if values[k] is None else values[k] for k in MASK_KEYS]
 
     def takes_table():
         rows, names = [], []
@@ -245,10 +248,10 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
         with gr.Accordion("Mask", open=True):
             with gr.Row():
                 preset_pick = gr.Dropdown(list(PRESETS), value=list(PRESETS)[0], label="Preset")
-                invert = gr.Slider(SKIP, 1, d["invert"], step=0.01, label="Invert (negative: skip)")
-                brightness = gr.Slider(SKIP, 2, d["brightness"], step=0.01, label="Brightness (negative: skip)")
-                contrast = gr.Slider(SKIP, 400, d["contrast"], step=1, label="Contrast (negative: skip)")
-                downshift = gr.Slider(SKIP, 255, d["downshift"], step=1, label="Downshift", elem_id="downshift")
+                invert = gr.Slider(SKIP, 1, knob["invert"], step=0.01, label="Invert (negative: skip)")
+                brightness = gr.Slider(SKIP, 2, knob["brightness"], step=0.01, label="Brightness (negative: skip)")
+                contrast = gr.Slider(SKIP, 400, knob["contrast"], step=1, label="Contrast (negative: skip)")
+                downshift = gr.Slider(SKIP, 255, knob["downshift"], step=1, label="Downshift", elem_id="downshift")
             with gr.Row():
                 mask_img = gr.Image(label="Mask", type="pil", format="png", interactive=False, elem_id="mask")
                 overlay_img = gr.Image(label="Mask over the spectrogram", format="png", interactive=False)
