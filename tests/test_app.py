@@ -134,6 +134,7 @@ def test_generate_is_byte_identical_to_riffmask_generate_and_its_folder_reopens(
         ("silent", "silent"),
         ("too short", "too short"),
         ("too long a part", "over max_seconds"),
+        ("too long", "too long"),
         ("huge", "exceeds the maximum file size|too large|maximum"),
     ],
 )
@@ -151,6 +152,9 @@ def test_bad_uploads_get_an_error_and_the_next_request_works(client, sound, tmp_
         path = write(tmp_path / "click.wav", tone(440, 0.05))
     elif case == "too long a part":
         path, settings = sound, {"duration": 61.0}
+    elif case == "too long":  # 601 s at 1 kHz, 8 bits: long, yet under the upload cap
+        path = tmp_path / "hours.wav"
+        sf.write(str(path), np.full(601_000, 0.5, dtype=np.float32), 1000, subtype="PCM_U8")
     else:  # over the upload cap
         path = write(tmp_path / "huge.wav", tone(440, 1.2 * UPLOAD_MB * 2**20 / 2 / SR))
     with pytest.raises((AppError, ValueError, Exception), match=problem):
