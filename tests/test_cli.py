@@ -10,7 +10,8 @@ import pytest
 from riffmask.cli import build_parser, main
 
 COMMANDS = [
-    "spectrogram", "audio", "prep", "generate", "mask", "tiny-model", "train", "publish", "export", "eval", "sweep", "app",
+    "spectrogram", "audio", "prep", "generate", "mask", "tiny-model", "train", "publish", "export", "eval", "sweep",
+    "app",
 ]
 
 
