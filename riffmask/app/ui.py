@@ -149,7 +149,6 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
         first = takes[0]
         scores = [{"take": t.name, "ssim": round(t.ssim, 4), "chroma": round(t.chroma, 4)} for t in takes]
         files = [str(p) for t in takes for p in t.files.values()]
-        gallery = [(str(t.files["output_image"]), f"{t.name}  SSIM {t.ssim:.3f}  chroma {t.chroma:.3f}") for t in takes]
         return (
             str(first.files["output_audio"]),
             str(first.files["input_audio"]),
@@ -158,7 +157,6 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
             str(first.files["mask_image"]),
             first.sidecar,
             scores,
-            gallery,
             files,
         )
 
@@ -197,13 +195,16 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
             names.append(name)
         return gr.update(value=rows), gr.update(choices=names, value=names[0] if names else None)
 
-    def take_files(name: str | None):
+    def take_view(name: str | None):
+        """A take's music, its output spectrogram and all its files (to download)."""
         if not name:
-            return None
+            return None, None, None
         try:
-            return [str(p) for p in studio.take_files(name)]
+            paths = studio.take_files(name)
         except RiffmaskError as exc:
             raise _error(exc) from None
+        by_name = {p.name: str(p) for p in paths}
+        return by_name[f"{name}.wav"], by_name[f"{name}_output.png"], list(by_name.values())
 
     def use_settings(name: str | None):
         if not name:
@@ -297,7 +298,6 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
                 out_image = gr.Image(label="Output spectrogram", format="png", interactive=False)
                 used_mask = gr.Image(label="Mask used", format="png", interactive=False)
             scores = gr.JSON(label="Similarity to the input per take (SSIM, chroma)")
-            gallery = gr.Gallery(label="Takes of this run", columns=4, height=280, object_fit="contain")
             sidecar = gr.JSON(label="Sidecar of the first take", open=False, height=240)
             files = gr.File(label="Files of this run", file_count="multiple")
         with gr.Accordion("Takes", open=True):
@@ -305,7 +305,10 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
             with gr.Row():
                 take_pick = gr.Dropdown([], label="Take")
                 use = gr.Button("Use these settings")
-            take_download = gr.File(label="Take files", file_count="multiple")
+            with gr.Row():
+                take_player = gr.Audio(label="Take", interactive=False)
+                take_image = gr.Image(label="Its spectrogram", format="png", interactive=False, elem_id="take-image")
+            take_download = gr.File(label="Its files", file_count="multiple")
 
         # ------------------------------------------------------------------ events
         sound_triggers = [sound.change, start.submit, duration.submit, start.blur, duration.blur]
@@ -324,7 +327,7 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
                     iterations, phase]  # fmt: skip
         run = go.click(
             generate, [sound, *controls, *active],
-            [out_player, in_player, out_image, in_image, used_mask, sidecar, scores, gallery, files],
+            [out_player, in_player, out_image, in_image, used_mask, sidecar, scores, files],
             api_name="generate", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
         )  # fmt: skip
         run.then(takes_table, None, [table, take_pick], api_visibility="private")
@@ -333,7 +336,7 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
             load_model, [model_box, lora_box, scale_box, scheduler_pick], [*active, model_status],
             api_visibility="private", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
         )  # fmt: skip
-        take_pick.change(take_files, take_pick, take_download, api_visibility="private")
+        take_pick.change(take_view, take_pick, [take_player, take_image, take_download], api_visibility="private")
         editable = [prompt, negative, strength, guidance, steps, seed, variations, *knobs, start, duration, iterations,
                     phase, model_box, lora_box, scale_box, scheduler_pick]  # fmt: skip
         use.click(use_settings, take_pick, [sound, *editable], api_visibility="private")
