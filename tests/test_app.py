@@ -79,7 +79,7 @@ def test_the_api_has_the_three_named_endpoints_with_cli_names(client):
     assert names("/generate")[:8] == [
         "audio", "prompt", "negative_prompt", "strength", "guidance", "steps", "seed", "num_variations",
     ]  # fmt: skip
-    assert {"start", "duration", "griffin_lim_iters", "phase_init", "model", "lora", "lora_scale"} <= set(
+    assert {"start", "duration", "iterations", "phase_start", "model", "lora", "lora_scale"} <= set(
         names("/generate")
     )
 
@@ -238,9 +238,13 @@ def test_auth_from_a_pair_or_a_file(tmp_path):
 
 def test_the_command_binds_loopback_by_default():
     from riffmask.cli import build_parser
+    from riffmask.common.config import config_dict, config_from_args
+    from riffmask.infer.config import GenerateConfig
 
-    args = build_parser().parse_args(["app", "--model", "m", "--lora", "a", "--lora", "b"])
-    assert (args.host, args.share, args.auth, args.lora) == ("127.0.0.1", False, None, ["a", "b"])
+    args = build_parser().parse_args(["app", "--model", "m", "--lora", "a", "--lora", "b", "--downshift", "9"])
+    assert (args.host, args.share, args.auth) == ("127.0.0.1", False, None)
+    options = leaves(config_dict(config_from_args(GenerateConfig, args, [])))
+    assert (options["model"], options["lora"], options["downshift"]) == ("m", ["a", "b"], 9)
 
 
 # --------------------------------------------------------------------------- the page, in a browser
