@@ -24,6 +24,7 @@ import gradio as gr
 from riffmask.app.models import leaves
 from riffmask.app.studio import REQUEST_KEYS, Cancelled, Studio, write_example
 from riffmask.common.errors import RiffmaskError
+from riffmask.core.decode import DEFAULT_ITERATIONS
 from riffmask.data_prep.synth import GENRES, genre_clip, kettle
 from riffmask.infer.mask import MaskParams
 from riffmask.metrics.sweep import ABLATION
@@ -285,7 +286,11 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
             with gr.Row():
                 seed = gr.Number(d["seed"], label="Seed", precision=0)
                 dice = gr.Button("Random seed", scale=0, min_width=120)
-                iterations = gr.Number(d["iterations"], label="Decoder iterations", precision=0)
+                # An empty count means the start's own default; shown as that number, so it can be read.
+                iterations = gr.Number(
+                    DEFAULT_ITERATIONS[d["phase_start"]] if d["iterations"] is None else d["iterations"],
+                    label="Decoder iterations", precision=0,
+                )  # fmt: skip
                 phase = gr.Radio(["input", "pghi", "random"], value=d["phase_start"], label="Decoder start phase")
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -322,6 +327,7 @@ def build_app(studio: Studio, status: str = "") -> gr.Blocks:
             show_progress="hidden")  # fmt: skip
         preset_pick.input(preset, preset_pick, knobs, api_visibility="private")
         example_pick.input(example, example_pick, sound, api_visibility="private")
+        phase.input(lambda start: DEFAULT_ITERATIONS[start], phase, iterations, api_visibility="private")
         dice.click(lambda: random.randrange(2**31), None, seed, api_visibility="private")
         controls = [prompt, negative, strength, guidance, steps, seed, variations, *knobs, start, duration,
                     iterations, phase]  # fmt: skip
