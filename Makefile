@@ -6,7 +6,7 @@ GENRES ?=
 SOUND ?=
 DEMO_OUT ?= demo_out
 
-.PHONY: install browser demo test bench lint clean
+.PHONY: install browser demo app test bench lint clean
 
 install: $(STAMP)
 
@@ -18,11 +18,18 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || { \
 	  if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch; \
 	  else $(PY) -m pip install -q torch==2.13.0; fi; }
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -e '.[train,app,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m riffmask.demo --out $(DEMO_OUT) $(if $(GENRES),--genres $(GENRES)) $(if $(SOUND),--sound $(SOUND))
+
+# The studio on the demo's tiny model (written if missing), so it works offline on a CPU; the
+# model's music is noise. `riffmask app --model riffusion/riffusion-model-v1` (or your fine-tune) for real music.
+APP_MODEL ?= $(DEMO_OUT)/tiny-base
+app: $(STAMP)
+	test -d $(APP_MODEL) || $(PY) -m riffmask.cli tiny-model $(APP_MODEL)
+	$(PY) -m riffmask.cli app --config fast --model $(APP_MODEL) --out $(DEMO_OUT)/takes
 
 # The report tests open pages in a real headless Chromium (Debian's package).
 browser:

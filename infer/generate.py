@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,16 +60,31 @@ def _fit(audio: np.ndarray, length: int) -> np.ndarray:
     return audio[:length] if len(audio) >= length else np.pad(audio, (0, length - len(audio)))
 
 
-def generate_sound(pipe, audio: np.ndarray, cfg: GenerateConfig) -> list[Generation]:
+def input_spectrogram(audio: np.ndarray, cfg: GenerateConfig) -> tuple[np.ndarray, Image.Image]:
+    """(padded audio, its spectrogram image): the input exactly as :func:`generate_sound` feeds it to
+    the pipeline, the sound padded with silence to :func:`padded_width`."""
+    if audio.size == 0:
+        raise RiffmaskError("no audio to process")
+    params = cfg.spectrogram.params
+    padded = _pad_to_width(audio, padded_width(len(audio), cfg), params)
+    return padded, audio_to_image(padded, params, cfg.spectrogram.spectrogram_mode)
+
+
+def generate_sound(
+    pipe, audio: np.ndarray, cfg: GenerateConfig, on_step: Callable[[int, int], None] | None = None
+) -> list[Generation]:
     """Music from mono 44.1 kHz ``audio`` (already cut to the part to process), one per ``cfg.sampling.items()``.
 
-    All items go through the UNet as one batch. Used by ``riffmask generate``, the sweep and
-    training validation.
+    All items go through the UNet as one batch. Used by ``riffmask generate``, the sweep, training
+    validation and the app. ``on_step(steps done, steps in the run)`` is called after each
+    denoising step; an exception it raises stops the run there (the app's Cancel).
     """
-    return generate_sounds(pipe, [audio], cfg)[0]
+    return generate_sounds(pipe, [audio], cfg, on_step)[0]
 
 
-def generate_sounds(pipe, sounds: list[np.ndarray], cfg: GenerateConfig) -> list[list[Generation]]:
+def generate_sounds(
+    pipe, sounds: list[np.ndarray], cfg: GenerateConfig, on_step: Callable[[int, int], None] | None = None
+) -> list[list[Generation]]:
     """:func:`generate_sound` of several sounds, their items sent through the UNet together.
 
     Sounds whose images are equally wide share one pipeline call (their windows batched, each item
@@ -81,24 +97,24 @@ def generate_sounds(pipe, sounds: list[np.ndarray], cfg: GenerateConfig) -> list
     results: list[list[Generation]] = [[] for _ in sounds]
     for width in dict.fromkeys(widths):
         group = [k for k, w in enumerate(widths) if w == width]
-        made = _generate_same_width(pipe, [sounds[k] for k in group], width, cfg)
+        made = _generate_same_width(pipe, [sounds[k] for k in group], cfg, on_step)
         for k, generations in zip(group, made, strict=True):
             results[k] = generations
     return results
 
 
-def _generate_same_width(pipe, sounds: list[np.ndarray], width: int, cfg: GenerateConfig) -> list[list[Generation]]:
-    """One pipeline call for sounds whose images are ``width`` px wide: one item per (sound, prompt, seed)."""
+def _generate_same_width(
+    pipe, sounds: list[np.ndarray], cfg: GenerateConfig, on_step: Callable[[int, int], None] | None
+) -> list[list[Generation]]:
+    """One pipeline call for sounds whose images are equally wide: one item per (sound, prompt, seed)."""
     import torch
 
-    params = cfg.spectrogram.params
     sampling = cfg.sampling
-    padded = [_pad_to_width(audio, width, params) for audio in sounds]
-    images = [audio_to_image(p, params, cfg.spectrogram.spectrogram_mode) for p in padded]
+    padded, images = zip(*(input_spectrogram(audio, cfg) for audio in sounds), strict=True)
     masks = [make_mask(image, cfg.mask) for image in images]
     items = sampling.items()
     one = len(sounds) == 1  # one image for all items: encoded once, as the paper's single-sound call
-    wide = width > sampling.window
+    wide = images[0].width > sampling.window
     # Wide images: the VAE encodes/decodes in blended tiles (its attention would not fit otherwise).
     (pipe.vae.enable_tiling if wide else pipe.vae.disable_tiling)()
     started = time.perf_counter()
@@ -114,6 +130,7 @@ def _generate_same_width(pipe, sounds: list[np.ndarray], width: int, cfg: Genera
         window_width=sampling.window if wide else None,
         window_overlap=sampling.overlap,
         windows_per_batch=sampling.windows_per_batch,
+        callback_on_step_end=None if on_step is None else _step_callback(on_step),
         output_type="pil",
     ).images
     model_seconds = (time.perf_counter() - started) / len(result)
@@ -126,6 +143,16 @@ def _generate_same_width(pipe, sounds: list[np.ndarray], width: int, cfg: Genera
             for (p, s), output, m in zip(items, outputs, music, strict=True)
         ])
     return out
+
+
+def _step_callback(on_step: Callable[[int, int], None]):
+    """A diffusers ``callback_on_step_end`` that reports (steps done, steps in this run)."""
+
+    def callback(pipe, i: int, t, tensors: dict) -> dict:
+        on_step(i + 1, pipe.num_timesteps)
+        return {}
+
+    return callback
 
 
 def decode_images(

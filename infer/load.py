@@ -108,25 +108,40 @@ def _load_hint(cfg: GenerateConfig, source: Path, exc: Exception) -> str:
     )
 
 
+def load_lora(pipe, ref: str, adapter_name: str, allow_pickle: bool) -> None:
+    """Add the LoRA ``ref`` (file, folder or Hub id) to ``pipe`` as adapter ``adapter_name``.
+
+    Pickle weights are refused unless ``allow_pickle``; a LoRA that cannot be loaded raises
+    :class:`RiffmaskError` naming it. Used by :func:`load_pipeline` and the app's model cache.
+    """
+    path = Path(ref).expanduser()
+    kwargs: dict[str, Any] = {"adapter_name": adapter_name}
+    if not allow_pickle:
+        kwargs["use_safetensors"] = True
+    if path.exists():
+        _check_weights(path, allow_pickle, "LoRA")
+    if path.is_file():
+        ref, kwargs["weight_name"] = str(path.parent), path.name
+    try:
+        pipe.load_lora_weights(str(ref), **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise RiffmaskError(f"{ref}: cannot load LoRA ({_first_line(exc)})") from None
+
+
+def activate_loras(pipe, names: list[str], scales: list[float]) -> None:
+    """Make the adapters ``names`` the active ones, weighted by ``scales`` (one for all, or one each;
+    none: 1.0)."""
+    scales = scales or [1.0]
+    pipe.set_adapters(names, adapter_weights=scales * len(names) if len(scales) == 1 else scales)
+
+
 def _load_loras(pipe, cfg: GenerateConfig) -> None:
-    names = []
-    for k, ref in enumerate(cfg.checkpoint.lora):
-        path = Path(ref).expanduser()
-        kwargs: dict[str, Any] = {"adapter_name": f"lora_{k}"}
-        if not cfg.checkpoint.allow_pickle:
-            kwargs["use_safetensors"] = True
-        if path.exists():
-            _check_weights(path, cfg.checkpoint.allow_pickle, "LoRA")
-        if path.is_file():
-            ref, kwargs["weight_name"] = str(path.parent), path.name
-        try:
-            pipe.load_lora_weights(str(ref), **kwargs)
-        except (OSError, ValueError, KeyError) as exc:
-            raise RiffmaskError(f"{ref}: cannot load LoRA ({_first_line(exc)})") from None
-        names.append(kwargs["adapter_name"])
+    checkpoint = cfg.checkpoint
+    names = [f"lora_{k}" for k in range(len(checkpoint.lora))]
+    for ref, name in zip(checkpoint.lora, names, strict=True):
+        load_lora(pipe, ref, name, checkpoint.allow_pickle)
     if names:
-        scales = cfg.checkpoint.lora_scale or [1.0]
-        pipe.set_adapters(names, adapter_weights=scales * len(names) if len(scales) == 1 else scales)
+        activate_loras(pipe, names, checkpoint.lora_scale)
 
 
 def set_scheduler(pipe, name: str | None) -> None:

@@ -11,6 +11,7 @@ from riffmask.cli import build_parser, main
 
 COMMANDS = [
     "spectrogram", "audio", "prep", "generate", "mask", "tiny-model", "train", "publish", "export", "eval", "sweep",
+    "app",
 ]
 
 

@@ -15,7 +15,9 @@ from riffmask.common.config import split_overrides
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.logs import setup_logging
 
-STAGES = ("riffmask.cli.prep", "riffmask.cli.generate", "riffmask.cli.train", "riffmask.cli.evaluate")
+STAGES = (
+    "riffmask.cli.prep", "riffmask.cli.generate", "riffmask.cli.train", "riffmask.cli.evaluate", "riffmask.cli.app",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,6 @@ from riffmask.common.config import add_config_arguments, config_from_args
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the infer stage's subcommands to the ``riffmask`` parser."""
-    from riffmask.infer.config import GenerateConfig
     from riffmask.infer.mask import MaskParams
 
     gen = subparsers.add_parser(
@@ -27,19 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(never its output folder or --allow-pickle); without INPUT, its input again if that lies in the "
         "sidecar's folder",
     )
-    add_config_arguments(gen, GenerateConfig, skip=("prompt", "lora", "lora_scale"))
-    # Repeatable flags for the list options; argparse.SUPPRESS leaves them out unless given.
-    repeat = {"action": "append", "default": argparse.SUPPRESS}
-    gen.add_argument(
-        "--prompt", dest="sampling.prompt", metavar="TEXT", **repeat,
-        help="prompt; repeat for several (each runs on every input)",
-    )  # fmt: skip
-    gen.add_argument(
-        "--lora", dest="checkpoint.lora", metavar="PATH", **repeat, help="LoRA file, folder or Hub id; repeat to stack"
-    )
-    gen.add_argument(
-        "--lora-scale", dest="checkpoint.lora_scale", metavar="W", type=float, **repeat, help="weight of each --lora"
-    )
+    add_generate_options(gen)
     gen.set_defaults(func=generate_command)
 
     mask = subparsers.add_parser(
@@ -70,6 +57,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fine-tuning cannot learn prompts (docs/genre.md)",
     )
     tiny.set_defaults(func=tiny_model_command)
+
+
+def add_generate_options(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``key=value`` and one flag per option of ``riffmask generate`` (also ``riffmask app``'s)."""
+    from riffmask.infer.config import GenerateConfig
+
+    add_config_arguments(parser, GenerateConfig, skip=("prompt", "lora", "lora_scale"))
+    # Repeatable flags for the list options; argparse.SUPPRESS leaves them out unless given.
+    repeat = {"action": "append", "default": argparse.SUPPRESS}
+    parser.add_argument(
+        "--prompt", dest="sampling.prompt", metavar="TEXT", **repeat,
+        help="prompt; repeat for several (each runs on every input)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lora", dest="checkpoint.lora", metavar="PATH", **repeat, help="LoRA file, folder or Hub id; repeat to stack"
+    )
+    parser.add_argument(
+        "--lora-scale", dest="checkpoint.lora_scale", metavar="W", type=float, **repeat, help="weight of each --lora"
+    )
 
 
 def generate_command(args: argparse.Namespace) -> int:
