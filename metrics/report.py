@@ -300,3 +300,16 @@ def items_from_pairs(pairs: Sequence, rows: Sequence[Mapping[str, Any]]) -> list
         metrics = {k: row[k] for k in ("ssim", "chroma") if row.get(k) is not None}
         items.append(ReportItem(name=pair.name, metrics=metrics, error=row.get("error", ""), **sides))
     return items
+
+
+def items_from_seams(jobs: Sequence, rows: Sequence[Mapping[str, Any]]) -> list[ReportItem]:
+    """Report items for ``eval seams`` results: a player per sound, its worst seam and click, and
+    the seam and click of every join."""
+    items = []
+    for job, row in zip(jobs, rows, strict=True):
+        metrics = {k: row[k] for k in ("seam_max", "click_max", "clicks") if row.get(k) is not None}
+        for join in row.get("at", ()):
+            where = "wrap" if join["at"] == "wrap" else f"{join['at']:.2f} s"
+            metrics[f"seam / click at {where}"] = f"{join['seam']:.3g} / {join['click']:.3g}"
+        items.append(ReportItem(name=row["name"], output_audio=job.path, metrics=metrics, error=row.get("error", "")))
+    return items
