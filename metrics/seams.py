@@ -197,11 +197,17 @@ def jobs_for(paths: Sequence[str | os.PathLike], at: Sequence[float] = (), wrap:
             if audio is None:
                 continue
             joins = tuple(sorted({*at, *(float(t) for t in sidecar.get("joins") or ())}))
-            looped = wrap or bool((sidecar.get("config") or {}).get("loop"))
+            looped = wrap or sidecar_loops(sidecar)
             jobs.append(SeamJob(name, audio, joins, looped))
     if not jobs:
         raise RiffmaskError(f"no sounds to score in {' '.join(map(str, paths))}")
     return jobs
+
+
+def sidecar_loops(sidecar: dict) -> bool:
+    """Whether a ``riffmask generate`` sidecar records a loop (its config's ``looping.loop``)."""
+    looping = (sidecar.get("config") or {}).get("looping")
+    return isinstance(looping, dict) and bool(looping.get("loop"))
 
 
 def score_jobs(jobs: Sequence[SeamJob], sample_rate: int = 44100) -> tuple[list[dict], dict]:
