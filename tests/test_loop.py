@@ -203,8 +203,9 @@ def test_generate_loop_then_eval_seams_reads_the_sidecars(tiny_model_dir, tmp_pa
     write_wav(tmp_path / "in.wav", tone(330, 2.0))
     out = tmp_path / "out"
     assert main(["generate", str(tmp_path / "in.wav"), "--model", str(tiny_model_dir), "--out", str(out),
-                 "--loop", "--loop-seconds", "1.5", *SMALL_FLAGS]) == 0
+                 "--loop", "--loop-seconds", "1.5", "--report", *SMALL_FLAGS]) == 0
     sidecar = json.loads((out / "in.json").read_text())
+    assert "seam_max" in (out / "report.html").read_text()
     assert sidecar["config"]["looping"]["loop"] is True and sidecar["joins"]
     assert main(["eval", "seams", str(out), "--json", str(tmp_path / "seams.json")]) == 0
     (row,) = json.loads((tmp_path / "seams.json").read_text())["items"]
