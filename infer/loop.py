@@ -49,12 +49,14 @@ RELEASE_SECONDS = 0.25
 def _circular_conv_forward(conv: torch.nn.Conv2d, pad_w: tuple[int, int], pad_h: tuple[int, int]):
     """A ``_conv_forward`` for ``conv`` that pads width circularly and height as the conv would."""
     height_mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+    # Symmetric zero padding of the height is left to conv2d itself: one copy of the input, not two.
+    in_conv = pad_h[0] if pad_h[0] == pad_h[1] and height_mode == "constant" else 0
 
     def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         x = F.pad(x, (*pad_w, 0, 0), mode="circular")
-        if any(pad_h):
+        if any(pad_h) and not in_conv:
             x = F.pad(x, (0, 0, *pad_h), mode=height_mode)
-        return F.conv2d(x, weight, bias, conv.stride, 0, conv.dilation, conv.groups)
+        return F.conv2d(x, weight, bias, conv.stride, (in_conv, 0), conv.dilation, conv.groups)
 
     return forward
 
