@@ -18,7 +18,6 @@ from that texture; they say nothing about musical quality. ``python -m bench.ben
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 import time
@@ -29,6 +28,7 @@ import torch
 
 from bench.bench_infer import step_intervals
 from bench.common import real_sounds, write_result
+from riffmask.common.config import build_config, replace_options
 from riffmask.core.audio import load_audio
 from riffmask.core.params import PAPER_CLIP_SAMPLES
 from riffmask.infer.config import GenerateConfig
@@ -41,7 +41,7 @@ from riffmask.metrics.seams import CLICK_LIMIT, seam_scores
 SR = 44100
 LOOP_SECONDS = 4.0
 CROSSFADE_SECONDS = 0.2
-SETTINGS = {"steps": 6, "griffin_lim_iters": 6}  # strength 0.8: 4 denoising steps (+1 PNDM warm-up)
+SETTINGS = {"steps": 6, "iterations": 6}  # strength 0.8: 4 denoising steps (+1 PNDM warm-up)
 
 
 def _wrap(audio: np.ndarray) -> dict:
@@ -55,11 +55,11 @@ def loops(pipe, cfg: GenerateConfig, sounds: list[Path]) -> dict:
     for path in sounds:
         audio = load_audio(path)
         row = {"sound": path.stem}
-        plain_cfg = dataclasses.replace(cfg, duration=LOOP_SECONDS)
+        plain_cfg = replace_options(cfg, duration=LOOP_SECONDS)
         row["plain"] = _wrap(generate_sound(pipe, audio[: round(LOOP_SECONDS * SR)], plain_cfg)[0].audio)
         row["input"] = _wrap(audio[: round(LOOP_SECONDS * SR)])
         for seam in ("crossfade", "release", "both"):
-            loop_cfg = dataclasses.replace(cfg, loop=True, loop_seconds=LOOP_SECONDS, loop_seam=seam)
+            loop_cfg = replace_options(cfg, loop=True, loop_seconds=LOOP_SECONDS, loop_seam=seam)
             (gen,) = generate_sound(pipe, audio, loop_cfg)
             assert len(gen.audio) == round(LOOP_SECONDS * SR)
             row[f"loop_{seam}"] = _wrap(gen.audio)
@@ -90,7 +90,7 @@ def long_inputs(pipe, cfg: GenerateConfig, sounds: list[Path]) -> dict:
     """Seams of one-latent windows against independent clips joined with crossfades, on ~30 s."""
     fade = round(CROSSFADE_SECONDS * SR)
     long_input, _ = _crossfade_join([load_audio(p) for p in sounds], fade)
-    long_cfg = dataclasses.replace(cfg, max_seconds=None)
+    long_cfg = replace_options(cfg, max_seconds=None)
     (ours,) = generate_sound(pipe, long_input, long_cfg)
     # The Riffusion way: 5.11 s clips that overlap by the crossfade, each generated on its own.
     stride = PAPER_CLIP_SAMPLES - fade
@@ -118,10 +118,11 @@ def loop_cost(pipe, cfg: GenerateConfig, sound: Path) -> dict:
     the median UNet step (the same image and mask with and without ``loop``), and seconds per clip
     (``generate_sound``, 5.12 s loop against the paper's 5.11 s clip, both 512 px wide)."""
     audio = load_audio(sound)
-    loop_cfg = dataclasses.replace(cfg, loop=True, loop_seconds=5.12)
+    loop_cfg = replace_options(cfg, loop=True, loop_seconds=5.12)
     source = loop_input(audio, loop_cfg, loop_grid(pipe))
     assert source.image.width == 512
-    common = {"strength": 0.8, "guidance_scale": 8.0, "num_inference_steps": cfg.steps, "output_type": "latent"}
+    steps = cfg.sampling.steps
+    common = {"strength": 0.8, "guidance_scale": 8.0, "num_inference_steps": steps, "output_type": "latent"}
     intervals: dict[str, list[float]] = {"loop": [], "plain": []}
     seconds: dict[str, list[float]] = {"loop": [], "plain": []}
     for _ in range(2):
@@ -143,7 +144,7 @@ def main() -> None:
     sounds = real_sounds()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_tiny_pipeline(Path(tmp) / "tiny")
-        cfg = GenerateConfig(model=str(model_dir), **SETTINGS)
+        cfg = build_config(GenerateConfig, ("bench", {"model": str(model_dir), **SETTINGS}))
         pipe = load_pipeline(cfg)
         loop_rows = loops(pipe, cfg, sounds)
         long_rows = long_inputs(pipe, cfg, sounds)
