@@ -4,16 +4,16 @@ torch) so that ``riffmask --help`` stays instant. Defaults are the paper's (SPEC
 
 Sections: ``checkpoint`` (what to load), ``sampling`` (prompts and the diffusion loop), ``mask``
 (:class:`~riffmask.infer.mask.MaskParams`), ``input`` (the part of each sound), ``spectrogram``
-(:class:`~riffmask.core.params.SpectrogramOptions`),
-``decode`` (:class:`~riffmask.core.decode.DecodeConfig`) and ``output``. Every option can be set by its
-plain name (``downshift=150``, ``--downshift 150``) or its dotted path (``mask.downshift=150``), and a
-YAML file may nest the sections or not. Training validation reuses ``sampling``, ``mask`` and ``decode``.
+(:class:`~riffmask.core.params.SpectrogramOptions`), ``decode`` (:class:`~riffmask.core.decode.DecodeConfig`),
+``looping`` (loop mode) and ``output``. Every option can be set by its plain name (``downshift=150``,
+``--downshift 150``) or its dotted path (``mask.downshift=150``), and a YAML file may nest the sections or not.
+Training validation reuses ``sampling``, ``mask`` and ``decode``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from riffmask.common.config import ConfigError, option
 from riffmask.core.decode import DecodeConfig
@@ -111,6 +111,35 @@ class InputConfig:
 
 
 @dataclass
+class LoopConfig:
+    """Loop mode (:mod:`riffmask.infer.loop`): a seamless loop of an exact length."""
+
+    loop: bool = option(False, help="make a seamless loop: played end to start, the output has no seam")
+    loop_seconds: float | None = option(None, help="loop length in seconds (default: the processed part's)")
+    bpm: float | None = option(None, help="loop tempo in beats per minute; with bars, sets the loop length")
+    bars: int | None = option(None, help="loop length in bars of beats_per_bar beats at bpm")
+    beats_per_bar: int = option(4, help="beats per bar, for bars")
+    loop_seam: Literal["crossfade", "release", "both"] = option(
+        "crossfade",
+        help="how the kept input crosses the wrap: the sound after the loop's end cross-faded into its head, "
+        "the mask released near the wrap so the model bridges it, or both",
+    )
+
+    def validate(self) -> None:
+        tempo = (self.bpm, self.bars)
+        if not self.loop and (self.loop_seconds is not None or any(v is not None for v in tempo)):
+            raise ConfigError("loop_seconds, bpm, bars: only with loop (--loop)")
+        if self.loop_seconds is not None and any(v is not None for v in tempo):
+            raise ConfigError("loop_seconds or bpm and bars: give one loop length, not both")
+        if (self.bpm is None) != (self.bars is None):
+            raise ConfigError(f"bpm and bars go together, got bpm={self.bpm}, bars={self.bars}")
+        for name in ("loop_seconds", "bpm", "bars", "beats_per_bar"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name}: must be positive, got {value}")
+
+
+@dataclass
 class OutputConfig:
     """Where results go."""
 
@@ -133,8 +162,11 @@ class GenerateConfig:
     input: InputConfig = field(default_factory=InputConfig)
     spectrogram: SpectrogramOptions = field(default_factory=SpectrogramOptions)
     decode: DecodeConfig = field(default_factory=lambda: GENERATE_DECODE)
+    looping: LoopConfig = field(default_factory=LoopConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def validate(self) -> None:
         if not self.sampling.prompt:
             raise ConfigError("prompt: give at least one prompt")
+        if self.looping.loop and self.decode.decoder != "griffin_lim":
+            raise ConfigError(f"decoder: a loop decodes with circular griffin_lim, got {self.decode.decoder!r}")

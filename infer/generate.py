@@ -6,7 +6,8 @@ the VAE accepts. Images wider than a window are denoised by :class:`MaskedRiffus
 overlapping windows blended in latent space at every step (MultiDiffusion), so the whole sound is
 one latent and there are no seams or rhythm breaks to hide; the VAE encodes and decodes wide images
 in blended tiles. A sound of exactly 225 500 samples gives the paper's single 512-px image, draw
-for draw. The output is trimmed back to the input's length and peak-normalised.
+for draw. The output is trimmed back to the input's length and peak-normalised. With ``loop`` the
+part becomes a seamless loop of the asked length instead (:mod:`riffmask.infer.loop`).
 
 Loading is :mod:`riffmask.infer.load`; files, folders and the output layout are :mod:`riffmask.infer.files`.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -27,6 +28,7 @@ from riffmask.core.codec import audio_to_image, mel_from_image, with_exif
 from riffmask.core.decode import DecodeConfig, decode
 from riffmask.core.params import SpectrogramParams
 from riffmask.infer.config import GenerateConfig
+from riffmask.infer.loop import LoopInput, decode_loop, loop_grid, loop_input, window_joins
 from riffmask.infer.mask import make_mask
 
 
@@ -42,6 +44,7 @@ class Generation:
     input_audio: np.ndarray
     audio: np.ndarray
     model_seconds: float = 0.0  # this item's share of the pipeline call (text encoder, UNet, VAE)
+    joins: list[float] = field(default_factory=list)  # seconds where MultiDiffusion windows meet
 
 
 def padded_width(num_samples: int, cfg: GenerateConfig) -> int:
@@ -93,55 +96,82 @@ def generate_sounds(
     """
     if any(audio.size == 0 for audio in sounds):
         raise RiffmaskError("no audio to process")
-    widths = [padded_width(len(audio), cfg) for audio in sounds]
+    prepared = [_prepare(pipe, audio, cfg) for audio in sounds]
+    widths = [p.image.width for p in prepared]
     results: list[list[Generation]] = [[] for _ in sounds]
     for width in dict.fromkeys(widths):
         group = [k for k, w in enumerate(widths) if w == width]
-        made = _generate_same_width(pipe, [sounds[k] for k in group], cfg, on_step)
+        made = _generate_same_width(pipe, [prepared[k] for k in group], cfg, on_step)
         for k, generations in zip(group, made, strict=True):
             results[k] = generations
     return results
 
 
+@dataclass
+class _Prepared:
+    """One sound ready for the pipeline: what the result stands for, its image and mask, how it decodes."""
+
+    audio: np.ndarray  # the input part (for a loop: the part made loop-length)
+    image: Image.Image
+    mask: Image.Image
+    padded: np.ndarray | None = None  # the padded sound whose phase starts decoding
+    loop: LoopInput | None = None
+
+
+def _prepare(pipe, audio: np.ndarray, cfg: GenerateConfig) -> _Prepared:
+    if cfg.looping.loop:
+        source = loop_input(audio, cfg, loop_grid(pipe))
+        return _Prepared(source.audio, source.image, source.mask, loop=source)
+    padded, image = input_spectrogram(audio, cfg)
+    return _Prepared(audio, image, make_mask(image, cfg.mask), padded=padded)
+
+
 def _generate_same_width(
-    pipe, sounds: list[np.ndarray], cfg: GenerateConfig, on_step: Callable[[int, int], None] | None
+    pipe, prepared: list[_Prepared], cfg: GenerateConfig, on_step: Callable[[int, int], None] | None
 ) -> list[list[Generation]]:
     """One pipeline call for sounds whose images are equally wide: one item per (sound, prompt, seed)."""
     import torch
 
-    sampling = cfg.sampling
-    padded, images = zip(*(input_spectrogram(audio, cfg) for audio in sounds), strict=True)
-    masks = [make_mask(image, cfg.mask) for image in images]
+    sampling, loop = cfg.sampling, cfg.looping.loop
     items = sampling.items()
-    one = len(sounds) == 1  # one image for all items: encoded once, as the paper's single-sound call
-    wide = images[0].width > sampling.window
-    # Wide images: the VAE encodes/decodes in blended tiles (its attention would not fit otherwise).
-    (pipe.vae.enable_tiling if wide else pipe.vae.disable_tiling)()
+    one = len(prepared) == 1  # one image for all items: encoded once, as the paper's single-sound call
+    width = prepared[0].image.width
+    wide = width > sampling.window
+    # Wide images: the VAE encodes/decodes in blended tiles (its attention would not fit otherwise);
+    # a loop's VAE must see the whole circle instead.
+    (pipe.vae.enable_tiling if wide and not loop else pipe.vae.disable_tiling)()
     started = time.perf_counter()
     result = pipe(
-        prompt=[p for p, _ in items] * len(sounds),
-        image=images[0] if one else [im for im in images for _ in items],
-        mask_image=masks[0] if one else [m for m in masks for _ in items],
+        prompt=[p for p, _ in items] * len(prepared),
+        image=prepared[0].image if one else [p.image for p in prepared for _ in items],
+        mask_image=prepared[0].mask if one else [p.mask for p in prepared for _ in items],
         strength=sampling.strength,
         num_inference_steps=sampling.steps,
         guidance_scale=sampling.guidance,
-        negative_prompt=[sampling.negative_prompt] * len(items) * len(sounds) if sampling.negative_prompt else None,
-        generator=[torch.Generator().manual_seed(s) for _ in sounds for _, s in items],
+        negative_prompt=[sampling.negative_prompt] * len(items) * len(prepared) if sampling.negative_prompt else None,
+        generator=[torch.Generator().manual_seed(s) for _ in prepared for _, s in items],
         window_width=sampling.window if wide else None,
         window_overlap=sampling.overlap,
         windows_per_batch=sampling.windows_per_batch,
+        loop=loop,
         callback_on_step_end=None if on_step is None else _step_callback(on_step),
         output_type="pil",
     ).images
     model_seconds = (time.perf_counter() - started) / len(result)
+    sample_rate = cfg.spectrogram.params.sample_rate
     out = []
-    for k, (audio, image, mask) in enumerate(zip(sounds, images, masks, strict=True)):
-        outputs = [with_exif(im.convert("RGB"), image) for im in result[k * len(items) : (k + 1) * len(items)]]
-        music = decode_images(outputs, cfg.decode, known_audio=padded[k])
+    for k, p in enumerate(prepared):
+        outputs = [with_exif(im.convert("RGB"), p.image) for im in result[k * len(items) : (k + 1) * len(items)]]
+        if loop:
+            music = decode_loop(outputs, p.loop, cfg.decode)
+        else:
+            music = decode_images(outputs, cfg.decode, known_audio=p.padded)
+        joins = _join_seconds(width, pipe.vae_scale_factor, cfg, len(p.audio) / sample_rate)
         out.append([
-            Generation(p, s, image, mask, output, audio, peak_normalize(_fit(m, len(audio))), model_seconds)
-            for (p, s), output, m in zip(items, outputs, music, strict=True)
-        ])
+            Generation(s_p, s, p.image, p.mask, output, p.audio, peak_normalize(_fit(m, len(p.audio))), model_seconds,
+                       joins)
+            for (s_p, s), output, m in zip(items, outputs, music, strict=True)
+        ])  # fmt: skip
     return out
 
 
@@ -153,6 +183,14 @@ def _step_callback(on_step: Callable[[int, int], None]):
         return {}
 
     return callback
+
+
+def _join_seconds(width: int, scale: int, cfg: GenerateConfig, seconds: float) -> list[float]:
+    """Seconds of the output where neighbouring windows meet (a loop's image is stretched to its length)."""
+    window, overlap = cfg.sampling.window // scale, cfg.sampling.overlap // scale
+    columns = window_joins(width // scale, window, overlap, cfg.looping.loop)
+    px_seconds = seconds / width if cfg.looping.loop else cfg.spectrogram.params.step_ms / 1000
+    return [round(c * scale * px_seconds, 4) for c in columns if c * scale * px_seconds < seconds]
 
 
 def decode_images(

@@ -12,6 +12,7 @@ and LoRA / textual-inversion / single-file loading come from ``StableDiffusionIm
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,8 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img impo
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
+
+from riffmask.infer.loop import circular_time_padding, loop_windows
 
 MaskInput = PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray]
 _Img2Img = StableDiffusionImg2ImgPipeline
@@ -235,6 +238,7 @@ class MaskedRiffusionPipeline(
         window_width: int | None = None,
         window_overlap: int = 128,
         windows_per_batch: int | None = None,
+        loop: bool = False,
         output_type: str = "pil",
         return_dict: bool = True,
         cross_attention_kwargs: dict[str, Any] | None = None,
@@ -259,6 +263,10 @@ class MaskedRiffusionPipeline(
                 the 512-px context it was trained on. ``None``: the whole image in one pass.
             windows_per_batch: at most this many windows per UNet call (bounds memory for long
                 sounds: each call holds windows x batch items x 2 for guidance); ``None``: all.
+            loop: the width is a circle (a seamless loop): for this call every convolution of the VAE,
+                and of the UNet when one window holds the whole width, pads time circularly
+                (:func:`~riffmask.infer.loop.circular_time_padding`); wider loops are denoised as
+                windows that wrap around the end. Needs the VAE's tiling off (its tiles would not wrap).
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
             callback_on_step_end: called after each step as in diffusers, with the tensors named in
                 ``callback_on_step_end_tensor_inputs``; a ``"latents"`` it returns replaces the latent.
@@ -294,71 +302,82 @@ class MaskedRiffusionPipeline(
             clip_skip=self.clip_skip,
         )
 
-        # 2. Image, timesteps, mask.
-        # Checked before preprocessing, which would otherwise resize: a resized spectrogram changes pitch.
-        width, height = _pixel_size(image)
-        if height % self.vae_scale_factor or width % self.vae_scale_factor:
-            raise ValueError(f"image size {width}x{height} must be a multiple of {self.vae_scale_factor}")
-        pixels = self.image_processor.preprocess(image, height=height, width=width)
-        timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device)
-        timesteps, _ = self.get_timesteps(num_inference_steps, strength, device)
-        n = len(timesteps)
-        if n == 0:
-            raise ValueError(f"strength {strength} with {num_inference_steps} steps leaves no step to run")
-        latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
-        mask = mask_to_latent(mask_image, latent_size).to(device)
-        if mask.shape[0] not in (1, batch_size):
-            raise ValueError(f"got {mask.shape[0]} masks for a batch of {batch_size}")
-        # float32 thresholds i / n, compared strictly: the paper's schedule, bit for bit.
-        thresholds = torch.arange(n, dtype=torch.float32, device=device) / n
+        if loop and self.vae.use_tiling:
+            raise ValueError("loop needs the VAE's tiling off: its tiles would not wrap around")
+        # The UNet wraps only when it sees the whole circle: a window is a crop, whose two ends are
+        # not neighbours; windows wrap around the end instead, blended over their overlaps.
+        whole = window_width is None or _pixel_size(image)[0] <= window_width
+        wrapped = (self.vae, self.unet) if whole else (self.vae,)
+        circular = circular_time_padding(*wrapped) if loop else contextlib.nullcontext()
+        with circular:
+            # 2. Image, timesteps, mask.
+            # Checked before preprocessing, which would otherwise resize: a resized spectrogram changes pitch.
+            width, height = _pixel_size(image)
+            if height % self.vae_scale_factor or width % self.vae_scale_factor:
+                raise ValueError(f"image size {width}x{height} must be a multiple of {self.vae_scale_factor}")
+            pixels = self.image_processor.preprocess(image, height=height, width=width)
+            timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device)
+            timesteps, _ = self.get_timesteps(num_inference_steps, strength, device)
+            n = len(timesteps)
+            if n == 0:
+                raise ValueError(f"strength {strength} with {num_inference_steps} steps leaves no step to run")
+            latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
+            mask = mask_to_latent(mask_image, latent_size).to(device)
+            if mask.shape[0] not in (1, batch_size):
+                raise ValueError(f"got {mask.shape[0]} masks for a batch of {batch_size}")
+            # float32 thresholds i / n, compared strictly: the paper's schedule, bit for bit.
+            thresholds = torch.arange(n, dtype=torch.float32, device=device) / n
 
-        # 3. Draw 1 (VAE sample), then draw 2 (the shared noise); O_0 starts the loop.
-        original = self.encode_image(pixels, batch_size, generator).to(prompt_embeds.dtype)
-        noise = randn_tensor(original.shape, generator=generator, device=device, dtype=original.dtype)
-        latents = self.scheduler.add_noise(original, noise, timesteps[:1].repeat(batch_size))
+            # 3. Draw 1 (VAE sample), then draw 2 (the shared noise); O_0 starts the loop.
+            original = self.encode_image(pixels, batch_size, generator).to(prompt_embeds.dtype)
+            noise = randn_tensor(original.shape, generator=generator, device=device, dtype=original.dtype)
+            latents = self.scheduler.add_noise(original, noise, timesteps[:1].repeat(batch_size))
 
-        # 4. Windows over the latent width and the text batch that matches their layout.
-        window, overlap = self._latent_window(window_width, window_overlap, width)
-        windows = window_slices(latent_size[1], window, overlap)
-        weights = window_weights(windows, latent_size[1], overlap)
-        per_call = windows_per_batch or len(windows)
-        groups = [windows[k : k + per_call] for k in range(0, len(windows), per_call)]
-        embeds = {len(g): self._window_embeds(prompt_embeds, negative_prompt_embeds, len(g)) for g in groups}
-        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+            # 4. Windows over the latent width and the text batch that matches their layout.
+            window, overlap = self._latent_window(window_width, window_overlap, width)
+            if loop and window < latent_size[1]:
+                windows, weights = loop_windows(latent_size[1], window, overlap)
+            else:
+                windows = window_slices(latent_size[1], window, overlap)
+                weights = window_weights(windows, latent_size[1], overlap)
+            per_call = windows_per_batch or len(windows)
+            groups = [windows[k : k + per_call] for k in range(0, len(windows), per_call)]
+            embeds = {len(g): self._window_embeds(prompt_embeds, negative_prompt_embeds, len(g)) for g in groups}
+            extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 
-        self._num_timesteps = n
-        with self.progress_bar(total=n) as progress_bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    continue
-                if i > 0:
-                    # O_i is computed here, not up front: sigma schedulers (Euler, DPM) index their
-                    # noise level by the current step, which add_noise reads from the scheduler.
-                    keep = mask > thresholds[i]
-                    noised = self.scheduler.add_noise(original, noise, t.repeat(batch_size))
-                    latents = torch.where(keep, noised, latents)
-                noise_pred = self._guided_noise(latents, t, embeds, groups, weights)
-                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
-                if callback_on_step_end is not None:
-                    tensors = {
-                        "latents": latents,
-                        "prompt_embeds": prompt_embeds,
-                        "negative_prompt_embeds": negative_prompt_embeds,
-                    }
-                    outputs = callback_on_step_end(
-                        self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
-                    )
-                    latents = outputs.pop("latents", latents)
-                progress_bar.update()
+            self._num_timesteps = n
+            with self.progress_bar(total=n) as progress_bar:
+                for i, t in enumerate(timesteps):
+                    if self.interrupt:
+                        continue
+                    if i > 0:
+                        # O_i is computed here, not up front: sigma schedulers (Euler, DPM) index their
+                        # noise level by the current step, which add_noise reads from the scheduler.
+                        keep = mask > thresholds[i]
+                        noised = self.scheduler.add_noise(original, noise, t.repeat(batch_size))
+                        latents = torch.where(keep, noised, latents)
+                    noise_pred = self._guided_noise(latents, t, embeds, groups, weights)
+                    latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+                    if callback_on_step_end is not None:
+                        tensors = {
+                            "latents": latents,
+                            "prompt_embeds": prompt_embeds,
+                            "negative_prompt_embeds": negative_prompt_embeds,
+                        }
+                        outputs = callback_on_step_end(
+                            self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                        )
+                        latents = outputs.pop("latents", latents)
+                    progress_bar.update()
 
-        # 5. Decode.
-        if output_type == "latent":
-            images = latents
-        else:
-            decoded = self.vae.decode(
-                latents.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False, generator=generator
-            )[0]
-            images = self.image_processor.postprocess(decoded, output_type=output_type)
+            # 5. Decode.
+            if output_type == "latent":
+                images = latents
+            else:
+                decoded = self.vae.decode(
+                    latents.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False, generator=generator
+                )[0]
+                images = self.image_processor.postprocess(decoded, output_type=output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, None)

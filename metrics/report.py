@@ -230,6 +230,7 @@ def items_from_generation(
     """One item per sidecar of a ``riffmask generate`` folder; SSIM and chroma computed when asked
     (and when the sidecar does not already carry ``metrics``)."""
     from riffmask.metrics.pairs import read_sidecars, sidecar_file
+    from riffmask.metrics.seams import sidecar_loops
 
     items = []
     for name, sidecar in read_sidecars(out_dir):
@@ -246,6 +247,9 @@ def items_from_generation(
         )
         if with_metrics and not item.metrics and item.input_image and item.output_image:
             item.metrics = _pair_metrics(item.input_image, item.output_image, decode)
+        looped = sidecar_loops(sidecar)
+        if with_metrics and item.output_audio and (sidecar.get("joins") or looped):
+            item.metrics = {**item.metrics, **_seam_metrics(name, item.output_audio, sidecar.get("joins"), looped)}
         items.append(item)
     return items
 
@@ -261,6 +265,16 @@ def _pair_metrics(input_image: ImageSource, output_image: ImageSource, decode: D
         return pair_metrics(*images, decode or PAPER_DECODE)
     except (RiffmaskError, ValueError) as exc:
         return {"error": str(exc)}
+
+
+def _seam_metrics(name: str, audio: Path, joins: Sequence[float] | None, wrap: bool) -> dict:
+    """Worst seam and click over the window joins (and a loop's wrap) of one output."""
+    from riffmask.metrics.seams import SeamJob, score_jobs
+
+    (row,), _ = score_jobs([SeamJob(name, audio, tuple(joins or ()), wrap)])
+    if row["error"]:
+        return {"seam_error": row["error"]}
+    return {"seam_max": row["seam_max"], "click_max": row["click_max"]}
 
 
 def write_generation_report(
@@ -281,9 +295,10 @@ def write_generation_report(
             )
         except ValueError:
             log.warning("%s: not valid JSON; summary left out", run)
-    rows = [dict(i.metrics) for i in items if "ssim" in i.metrics]
-    if rows:
-        summary.update({k: v for k, v in summarize(rows, ("ssim", "chroma")).items() if k not in ("n", "failed")})
+    for metrics in (("ssim", "chroma"), ("seam_max", "click_max")):
+        rows = [dict(i.metrics) for i in items if metrics[0] in i.metrics]
+        if rows:
+            summary.update({k: v for k, v in summarize(rows, metrics).items() if k not in ("n", "failed")})
     return write_report(out_dir / "report.html", items, title or f"riffmask generate: {out_dir.name}", summary)
 
 
@@ -299,4 +314,17 @@ def items_from_pairs(pairs: Sequence, rows: Sequence[Mapping[str, Any]]) -> list
             sides[f"{role}_{kind}"] = path
         metrics = {k: row[k] for k in ("ssim", "chroma") if row.get(k) is not None}
         items.append(ReportItem(name=pair.name, metrics=metrics, error=row.get("error", ""), **sides))
+    return items
+
+
+def items_from_seams(jobs: Sequence, rows: Sequence[Mapping[str, Any]]) -> list[ReportItem]:
+    """Report items for ``eval seams`` results: a player per sound, its worst seam and click, and
+    the seam and click of every join."""
+    items = []
+    for job, row in zip(jobs, rows, strict=True):
+        metrics = {k: row[k] for k in ("seam_max", "click_max", "clicks") if row.get(k) is not None}
+        for join in row.get("at", ()):
+            where = "wrap" if join["at"] == "wrap" else f"{join['at']:.2f} s"
+            metrics[f"seam / click at {where}"] = f"{join['seam']:.3g} / {join['click']:.3g}"
+        items.append(ReportItem(name=row["name"], output_audio=job.path, metrics=metrics, error=row.get("error", "")))
     return items

@@ -1,4 +1,4 @@
-"""``riffmask eval pairs|fad|clap`` and ``riffmask sweep``: the paper's metrics from the command line."""
+"""``riffmask eval pairs|fad|clap|genre|seams`` and ``riffmask sweep``: metrics from the command line."""
 
 from __future__ import annotations
 
@@ -82,6 +82,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_outputs(genre)
     genre.set_defaults(func=run_genre)
+
+    seams = which.add_parser(
+        "seams",
+        help="seam scores of joins: a loop's wrap, given times, or a generate folder's window joins",
+        description="Score every join asked for: the change across it (log-mel flux) over the median change "
+        "inside the sound (1.0: no seam), and the sample jump across it over the typical one (clicks).",
+    )
+    seams.add_argument("paths", nargs="+", type=Path, metavar="FILES_OR_FOLDER", help="audio files or folders")
+    seams.add_argument("--loop", action="store_true", help="score the wrap: the end followed by the start")
+    seams.add_argument("--at", type=_seconds_list, default=(), metavar="SECONDS,...", help="join times to score")
+    _add_outputs(seams)
+    seams.set_defaults(func=run_seams)
 
     register_sweep(subparsers)
 
@@ -314,6 +326,31 @@ def run_genre(args: argparse.Namespace) -> int:
                               sections=[genre.report_section(result, figure)])
         print(f"report: {report}")
     return 0
+
+def _seconds_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--at: seconds separated by commas, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"--at: positive seconds separated by commas, got {text!r}")
+    return values
+
+
+def run_seams(args: argparse.Namespace) -> int:
+    from riffmask.metrics.results import emit
+    from riffmask.metrics.seams import COLUMNS, jobs_for, score_jobs
+
+    jobs = jobs_for(args.paths, args.at, args.loop)
+    if not any(job.at or job.wrap for job in jobs):
+        raise RiffmaskError("no joins to score: give --loop, --at SECONDS,... or a generate folder with window joins")
+    rows, summary = score_jobs(jobs)
+    print(emit(rows, summary, COLUMNS, args.json, args.csv))
+    if args.report:
+        from riffmask.metrics.report import items_from_seams, write_report
+
+        print(f"report: {write_report(args.report, items_from_seams(jobs, rows), 'Seams', summary)}")
+    return 0 if summary["n"] else 1
 
 
 def _file_report(path: Path, title: str, rows: list, summary: dict, folder: Path, metrics: tuple) -> None:

@@ -153,6 +153,38 @@ def _window_envelope(params: SpectrogramParams, frames: int, length: int) -> tor
     return _overlap_add(squared, params, length).clamp_min(1e-11)
 
 
+def _wrap_frames(params: SpectrogramParams) -> int:
+    """Frames borrowed from the other end on each side so that every kept frame sees a whole window."""
+    return -(-(params.win_length // 2) // params.hop_length) + 1
+
+
+def _circular_stft_frames(audio: torch.Tensor, params: SpectrogramParams, bins: int | None = None) -> torch.Tensor:
+    """:func:`stft_frames` of one period of a periodic signal (length a multiple of the hop): one frame
+    per hop, centred on it, windows that reach past either end wrapping around to the other."""
+    hop, n = params.hop_length, audio.shape[-1]
+    if n % hop:
+        raise ValueError(f"a circular STFT needs a whole number of hops ({hop} samples), got {n} samples")
+    pad = _wrap_frames(params)
+    wrapped = audio[..., torch.arange(-pad * hop, n + pad * hop) % n]
+    return stft_frames(wrapped, params, bins)[..., pad : pad + n // hop, :]
+
+
+def _circular_istft_frames(spec: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
+    """Least-squares inverse of :func:`_circular_stft_frames`: frames overlap-added around the circle."""
+    hop, frames, pad = params.hop_length, spec.shape[-2], _wrap_frames(params)
+    wrapped = spec[..., torch.arange(-pad, frames + pad) % frames, :]
+    return istft_frames(wrapped, params, (frames + 2 * pad) * hop)[..., pad * hop : (pad + frames) * hop]
+
+
+def circular_stft(audio: ArrayLike, params: SpectrogramParams, mel: bool = False) -> torch.Tensor:
+    """Complex STFT (…, n_stft, T), or with ``mel`` the mel magnitude (…, n_mels, T), of one period
+    of a periodic signal of ``T`` hops: the spectrogram of a loop, with no edge at its ends."""
+    if mel:
+        used = _band(params)[0]
+        return _mel_of_frames(_circular_stft_frames(_as_tensor(audio), params, used).abs(), params)
+    return _circular_stft_frames(_as_tensor(audio), params).transpose(-1, -2)
+
+
 def stft(audio: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
     """Complex STFT (…, n_stft, frames) of the format (phase referred to the window start)."""
     return stft_frames(audio, params).transpose(-1, -2)

@@ -3,12 +3,23 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import torch
 
-from riffmask.core.codec import ArrayLike, _as_tensor, _band, istft_frames, linear_from_mel, stft, stft_frames
+from riffmask.core.codec import (
+    ArrayLike,
+    _as_tensor,
+    _band,
+    _circular_istft_frames,
+    _circular_stft_frames,
+    istft_frames,
+    linear_from_mel,
+    stft,
+    stft_frames,
+)
 from riffmask.core.params import SpectrogramParams
 
 
@@ -19,17 +30,26 @@ def griffin_lim(
     momentum: float = 0.99,
     init_phase: torch.Tensor | str = "pghi",
     seed: int = 0,
+    circular: bool = False,
 ) -> torch.Tensor:
     """Fast Griffin-Lim on linear magnitudes (…, n_stft, frames).
 
     ``init_phase``: ``"pghi"`` (phase predicted from the magnitudes, :mod:`riffmask.core.phase`),
     ``"random"`` (the classic start), or a phase tensor shaped like ``magnitude`` in this codec's
     convention (e.g. ``torch.angle(stft(known_audio))``). Returns ``(frames - 1) * hop`` samples.
-    Only bins below ``max_hz`` carry energy, so only those are updated.
+    Only bins below ``max_hz`` carry energy, so only those are updated. ``circular``: the frames are
+    one period of a loop (see :func:`riffmask.core.codec.circular_stft`); returns ``frames * hop``
+    samples that join end to start.
     """
     used = _band(params)[0]
     mag = magnitude[..., :used, :].transpose(-1, -2).contiguous()  # (…, T, used)
     length = params.samples_for(mag.shape[-2])
+    if circular:
+        analyse = functools.partial(_circular_stft_frames, params=params, bins=used)
+        synthesise = functools.partial(_circular_istft_frames, params=params)
+    else:
+        analyse = functools.partial(stft_frames, params=params, bins=used)
+        synthesise = functools.partial(istft_frames, params=params, length=length)
     if isinstance(init_phase, torch.Tensor):
         phase = init_phase[..., :used, :].transpose(-1, -2).to(mag.dtype)
     elif init_phase == "random":
@@ -45,10 +65,10 @@ def griffin_lim(
     previous = torch.zeros_like(angles)
     keep = momentum / (1 + momentum)
     for _ in range(n_iter):
-        rebuilt = stft_frames(istft_frames(mag * angles, params, length), params, used)
+        rebuilt = analyse(synthesise(mag * angles))
         angles = torch.sgn(torch.add(rebuilt, previous, alpha=-keep))  # z / |z|, one pass
         previous = rebuilt
-    return istft_frames(mag * angles, params, length)
+    return synthesise(mag * angles)
 
 
 def phase_of(audio: ArrayLike, params: SpectrogramParams, shape: torch.Size) -> torch.Tensor:
