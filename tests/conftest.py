@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -63,3 +70,25 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def killed_when_stalled(cmd: list[str], marker: str, **popen) -> Iterator[subprocess.Popen]:
+    """Run ``cmd`` until it prints ``marker`` on stderr (a test-made stall), hand it to the block, then
+    ``kill -9`` it; a process that exits first, or hangs without the marker, fails the test."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, **popen)
+    watchdog = threading.Timer(120, proc.kill)  # a hang fails the test instead of blocking the suite
+    watchdog.start()
+    try:
+        for line in proc.stderr:
+            if marker in line:
+                break
+        else:
+            pytest.fail(f"{cmd[:3]} exited (status {proc.wait()}) before stalling")
+        yield proc
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import test_train_support as support
-from conftest import SMALL_FLAGS, SR, tone
+from conftest import SMALL_FLAGS, SR, killed_when_stalled, tone
 from PIL import Image
 
 from riffmask.cli import main
@@ -93,25 +90,10 @@ def test_kill_9_mid_item_then_rerun_finishes_it_and_a_second_run_meanwhile_refus
     earlier = snapshot(out)
     argv = [str(a) for a in generate(tiny_model_dir, out, sounds / "a.wav")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", STALLING_GENERATE, *argv], env=env, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)  # fmt: skip
-    watchdog = threading.Timer(120, proc.kill)  # a hang fails the test instead of blocking the suite
-    watchdog.start()
-    try:
-        for line in proc.stderr:
-            if "generate: stalled" in line:
-                break
-        else:
-            pytest.fail(f"generate exited (status {proc.wait()}) before stalling")
+    with killed_when_stalled([sys.executable, "-c", STALLING_GENERATE, *argv], "generate: stalled", env=env, cwd=ROOT):
         # Another run into the same folder while the first one writes: refused before loading a model.
         one_line_error(capsys, *generate(tiny_model_dir, out, sounds / "b.wav", "--seed", "5"),
                        names=f"another riffmask generate is writing to {out}")  # fmt: skip
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        watchdog.cancel()
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
     assert {p.name for p in out.glob("a*")} == {"a_input.png", "a_mask.png"}
     assert list(out.glob(".a_output.png.*")) and (out / ".a.claim").is_file()  # the state kill -9 leaves
 

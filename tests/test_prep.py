@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import SR, tone
+from conftest import SR, killed_when_stalled, tone
 
 from riffmask.common.config import ConfigError, load_config
 from riffmask.common.errors import RiffmaskError
@@ -254,24 +251,9 @@ def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, referenc
     out = tmp_path / "out"
     env = {**os.environ, "STALL_AFTER": "4"}  # file 1 has 3 clips: stall after clip 0 of file 2
     # One worker: the stall counts the clips of one process (the default is one worker per core).
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STALLING_PREP, "prep", str(genres), str(out), "--config", "paper", *SMALL, "num_proc=1"],
-        env=env, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
-    )  # fmt: skip
-    watchdog = threading.Timer(120, proc.kill)  # a hang fails the test instead of blocking the suite
-    watchdog.start()
-    try:
-        for line in proc.stderr:
-            if "stalled after 4 clips" in line:
-                break
-        else:
-            pytest.fail(f"prep exited (status {proc.wait()}) before stalling")
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        watchdog.cancel()
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    cmd = [sys.executable, "-c", STALLING_PREP, "prep", str(genres), str(out), "--config", "paper", *SMALL]
+    with killed_when_stalled([*cmd, "num_proc=1"], "stalled after 4 clips", env=env, cwd=Path(__file__).parent.parent):
+        pass  # killed -9 once stalled
     assert not (out / "dataset_dict.json").exists() and len(clip_files(out)) == 2 * 4
     assert len(list((out / ".riffmask" / "sources").iterdir())) == 1
     (out / "train" / ".ambient-x.png.ab12cd.png").write_bytes(b"\x89PNG half")  # a write cut short
