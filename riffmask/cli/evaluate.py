@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser("eval", help="score generated music: SSIM, chroma, FAD, CLAP score")
     which = evaluate.add_subparsers(dest="metric", metavar="METRIC", required=True)
 
-    pairs = which.add_parser("pairs", help="SSIM and chroma similarity of input/output pairs (SPEC §4)")
+    pairs = which.add_parser("pairs", help="SSIM and chroma similarity of input/output pairs (docs/metrics.md)")
     pairs.add_argument("input_dir", type=Path, help="inputs (spectrogram images or audio); or a generate output")
     pairs.add_argument(
         "output_dir", type=Path, nargs="?", help="outputs with matching names (omit for a generate output)"

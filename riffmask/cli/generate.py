@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     mask = subparsers.add_parser(
         "mask",
-        help="make the mask of a spectrogram image (SPEC §2)",
+        help="make the mask of a spectrogram image (docs/mask.md)",
         description="Invert, brighten, contrast and downshift a spectrogram image into a mask; "
         "a negative value skips a step.",
     )
