@@ -316,6 +316,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
     parser.add_argument("--config", help=f"YAML config: a path or the name of a bundled preset{bundled}")
     paths = leaf_paths(cls)
     names = [p.rsplit(".", 1)[-1] for p in paths]
+    defaults = _defaults(cls)
     groups: dict[str, Any] = {}
     for path, f in paths.items():
         name = path.rsplit(".", 1)[-1]
@@ -328,7 +329,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
             )
         target = groups.get(section, parser)
         flag = "--" + (name if names.count(name) == 1 else path).replace("_", "-")
-        default = _get(_defaults(cls), path)
+        default = _get(defaults, path)
         text = f.metadata.get("help", "")
         text = f"{text} (default: {default})" if default is not None or f.default is None else text
         if _hints_of_path(cls, path) is bool:
