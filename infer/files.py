@@ -93,14 +93,16 @@ def item_config(cfg: GenerateConfig, prompt: str, seed: int) -> GenerateConfig:
     return replace_options(cfg, prompt=[prompt], seed=seed, num_variations=1)
 
 
-def item_sidecar(gen: Generation, cfg: GenerateConfig, source: Path, name: str, seconds: float, pipe) -> dict:
+def item_sidecar(
+    gen: Generation, cfg: GenerateConfig, source: Path, name: str, seconds: float, pipe, digest: str | None = None
+) -> dict:
     """The sidecar of one result: everything needed to make it again (``riffmask generate --like NAME.json``)."""
     import diffusers
     import torch
 
     return {
         "input": str(source.resolve()),
-        "input_sha256": file_sha256(source),
+        "input_sha256": digest or file_sha256(source),
         "prompt": gen.prompt,
         "seed": gen.seed,
         "model": cfg.checkpoint.model,
@@ -174,7 +176,7 @@ def run_inputs(pipe, inputs: list[Path], cfg: GenerateConfig, share: tuple[int, 
     summary = RunSummary()
     taken: set[str] = set()
     configs = [config_dict(item_config(cfg, p, s)) for p, s in cfg.sampling.items()]
-    todo: list[tuple[Path, list[str], list[bool]]] = []
+    todo: list[tuple[Path, str, list[str], list[bool]]] = []
     for index, source in enumerate(inputs):
         mine = index % share[1] == share[0]
         try:
@@ -197,7 +199,7 @@ def run_inputs(pipe, inputs: list[Path], cfg: GenerateConfig, share: tuple[int, 
             if not m
         ]
         if any(make):
-            todo.append((source, names, make))
+            todo.append((source, digest, names, make))
     size = cfg.sampling.batch_size
     for first in range(0, len(todo), size):
         _generate_batch(pipe, todo[first : first + size], cfg, out_dir, summary)
@@ -205,7 +207,7 @@ def run_inputs(pipe, inputs: list[Path], cfg: GenerateConfig, share: tuple[int, 
 
 
 def _generate_batch(
-    pipe, batch: list[tuple[Path, list[str], list[bool]]], cfg: GenerateConfig, out_dir: Path, summary: RunSummary
+    pipe, batch: list[tuple[Path, str, list[str], list[bool]]], cfg: GenerateConfig, out_dir: Path, summary: RunSummary
 ) -> None:
     """Read, generate and write a batch of inputs; an input that fails is recorded and the rest go on."""
     started = time.perf_counter()
@@ -232,13 +234,13 @@ def _generate_batch(
             _generate_batch(pipe, [entry], cfg, out_dir, summary)
         return
     seconds = (time.perf_counter() - started) / sum(len(g) for g in made)
-    for (source, names, make), generations, cut in zip(ready, made, cuts, strict=True):
+    for (source, digest, names, make), generations, cut in zip(ready, made, cuts, strict=True):
         if cut:
             log.warning("%s: %s", source, cut)
             summary.cut.append({"input": str(source), "note": cut})
         for name, gen, m in zip(names, generations, make, strict=True):
             if m:
-                sidecar = item_sidecar(gen, cfg, source, name, seconds, pipe) | ({"cut": cut} if cut else {})
+                sidecar = item_sidecar(gen, cfg, source, name, seconds, pipe, digest) | ({"cut": cut} if cut else {})
                 write_item(gen, out_dir, name, sidecar)
                 summary.done.append(name)
         log.info("%s -> %s", source, ", ".join(names))
