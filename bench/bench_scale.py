@@ -6,11 +6,16 @@ of the tiny model across processes (``accelerate launch``) and with ``--batch-si
   before the cache existed) and with the cache filled; ``python -c "import torch"`` as the floor.
 * ``riffmask generate`` on the six real sounds (5.11 s each, tiny random model at 512 px): clips per
   second of the whole command for 1 and 2 processes and ``--batch-size`` 1 and 4.
-Usage: ``python -m bench.bench_scale [STEPS]`` (default 10 scheduler steps; the paper's 50 scale alike).
+Usage: ``python -m bench.bench_scale [--part one-shot|generate] [STEPS]`` (default: both parts, 10 scheduler
+steps; the paper's 50 scale alike). One part alone replaces only its own entries of ``scale.json``.
+The load average (``os.getloadavg``, what ``uptime`` prints) is recorded before and after each run: the
+machine is shared, so read ratios within one run.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import socket
 import subprocess
@@ -19,11 +24,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import real_sounds, write_result
+from bench.common import RESULTS, real_sounds, write_result
 from riffmask.common.cache import CACHE_ENV
 from riffmask.core.audio import load_audio, write_wav
 from riffmask.core.params import PAPER_CLIP_SAMPLES
 from riffmask.infer.tiny import save_tiny_pipeline
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages, as ``uptime`` prints them."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def wall(cmd: list[str], env: dict[str, str]) -> float:
@@ -80,28 +90,44 @@ def throughput(tmp: Path, steps: int) -> dict[str, dict[str, float]]:
             env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS=str(threads))
             cmd = [*launcher, "-m", "riffmask.cli", "generate", "--model", str(model), str(sounds), "--out", str(out),
                    "--batch-size", str(batch), f"steps={steps}"]  # fmt: skip
+            load_before = load_average()
             seconds = wall(cmd, env)
             runs[f"processes_{processes}_batch_{batch}"] = {
                 "seconds": round(seconds, 1), "clips_per_s": round(count / seconds, 3), "clips": count,
+                "load_before": load_before, "load_after": load_average(),
             }  # fmt: skip
             print(runs, flush=True)
     return runs
 
 
-def main(steps: int = 10) -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("steps", nargs="?", type=int, default=10, help="scheduler steps of the generate runs")
+    parser.add_argument("--part", choices=("one-shot", "generate"), help="run one part only (default: both)")
+    args = parser.parse_args(argv)
+    # One part alone keeps the other part's entries of the last run.
+    previous = RESULTS / "scale.json"
+    result = json.loads(previous.read_text()) if args.part and previous.is_file() else {}
+    result.pop("machine", None)
     with tempfile.TemporaryDirectory() as tmp:
-        shots = one_shot_times(Path(tmp))
-        print(shots, flush=True)
-        runs = throughput(Path(tmp), steps)
-    write_result("scale", {
-        "one_shot_whole_process": shots,
-        "one_shot_target_s": 1.5,
-        "generate_tiny_cpu": runs,
-        "generate_settings": f"tiny random pipeline, 512 px, {steps} steps at strength 0.8, six 5.11 s real sounds; "
-                             "whole commands incl. process start and model load",
-        "note": "2 CPU cores shared with other jobs while measured: read ratios within this run",
-    })  # fmt: skip
+        if args.part in (None, "one-shot"):
+            result["one_shot_whole_process"] = one_shot_times(Path(tmp))
+            result["one_shot_target_s"] = 1.5
+            result["one_shot_load"] = load_average()
+            result["note"] = "measured on a machine shared with other jobs: read ratios within one run"
+            print(result["one_shot_whole_process"], flush=True)
+        if args.part in (None, "generate"):
+            result["generate_tiny_cpu"] = throughput(Path(tmp), args.steps)
+            result["generate_settings"] = (
+                f"tiny random pipeline, 512 px, {args.steps} steps at strength 0.8, six 5.11 s real sounds; whole "
+                "commands incl. process start and model load; 2 processes: one torch thread each, 1 process: all cores"
+            )
+            result["generate_note"] = (
+                "measured on a machine shared with other jobs (2 CPU cores; load averages beside each run): read "
+                "ratios within this run"
+            )
+    write_result("scale", result)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    main()

@@ -34,8 +34,9 @@ _held: dict[Path, int] = {}  # folders this process holds the lock of: holding i
 
 
 @contextlib.contextmanager
-def locked(out_dir: Path) -> Iterator[Path]:
-    """Hold the writer lock of ``out_dir`` (created if missing) for the block; refuse if another run holds it.
+def locked(out_dir: Path, command: str = "riffmask generate") -> Iterator[Path]:
+    """Hold the writer lock of ``out_dir`` (created if missing) for the block; refuse if another run holds it
+    (``command``: what the refusal calls that run).
 
     The lock is ``flock`` on the folder itself: no lock file to leave behind, and the kernel releases
     it when the process ends, however it ends.
@@ -52,7 +53,7 @@ def locked(out_dir: Path) -> Iterator[Path]:
     except BlockingIOError:
         os.close(fd)
         raise RiffmaskError(
-            f"another riffmask generate is writing to {out_dir}; wait for it to finish or choose another --out"
+            f"another {command} is writing to {out_dir}; wait for it to finish or choose another --out"
         ) from None
     _held[key] = fd
     try:

@@ -49,10 +49,11 @@ def load_embedder(
     model_id: str | os.PathLike | None = None,
     revision: str | None = None,
     allow_pickle: bool = False,
+    device: str = "cpu",
 ) -> AudioEmbedder:
     """An embedding model by name; ``model_id`` overrides the CLAP checkpoint (Hub id or folder)."""
     if name == "clap-laion-audio":
-        return ClapEmbedder.from_pretrained(model_id or DEFAULT_CLAP_MODEL, revision, allow_pickle)
+        return ClapEmbedder.from_pretrained(model_id or DEFAULT_CLAP_MODEL, revision, allow_pickle, device)
     raise RiffmaskError(f"unknown embedding model {name!r}; choose one of: {', '.join(EMBEDDING_MODELS)}")
 
 
@@ -108,34 +109,42 @@ def embed_files(
     embedder: AudioEmbedder,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[Path], None] | None = None,
+    state=None,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Embed audio files; with ``cache_dir``, reuse ``NAME.npy`` found there and store new ones.
 
-    Returns ``{name: frames}`` and the failures (``{"name", "error"}``); a bad file does not stop
-    the batch.
+    Returns ``{name: frames}`` and the failures (``{"name", "error"}``), in the files' order; a bad file
+    does not stop the batch. ``embed`` is what each file's audio goes through (default
+    ``embedder.embed``, the FAD frames). ``state``: accelerate's ``PartialState`` under ``accelerate
+    launch`` (every process calls this): each process embeds its share of the files and every process
+    gets all of them, as one process would have made them.
     """
-    out: dict[str, np.ndarray] = {}
-    failed: list[dict] = []
+    from riffmask.infer.distributed import map_shared
+
     cache = Path(cache_dir) if cache_dir else None
-    for path in paths:
+
+    def one(path: Path) -> tuple[str, np.ndarray | None, dict | None]:
         name = safe_stem(path.stem)
         stored = cache / f"{name}.npy" if cache else None
         try:
             if stored is not None and stored.is_file():
-                out[name] = load_embedding(stored)
-            else:
-                frames = embedder.embed(load_audio(path, sample_rate=embedder.sample_rate))
-                out[name] = np.asarray(frames, dtype=np.float64)
-                if stored is not None:
-                    _save_npy(stored, frames)
+                return name, load_embedding(stored), None
+            frames = (embed or embedder.embed)(load_audio(path, sample_rate=embedder.sample_rate))
+            if stored is not None:
+                _save_npy(stored, frames)
+            return name, np.asarray(frames, dtype=np.float64), None
         except EmbedderUnavailable:
             raise
         except RiffmaskError as exc:
             log.warning("%s", exc)
-            failed.append({"name": name, "error": str(exc)})
-        if progress:
-            progress(path)
-    return out, failed
+            return name, None, {"name": name, "error": str(exc)}
+        finally:
+            if progress:
+                progress(path)
+
+    results = map_shared(state, list(paths), one)
+    return {name: frames for name, frames, _ in results if frames is not None}, [f for *_, f in results if f]
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -90,24 +90,31 @@ def run_sweep(
     chroma_decode: DecodeConfig = PAPER_DECODE,
     save_items: bool = True,
     pipe=None,
+    state=None,
 ) -> list[Row]:
     """Generate and score every (input, prompt, combination) not yet in ``out_dir/sweep.csv``.
 
     ``cfg`` is an ``infer.generate.GenerateConfig`` holding everything that is not swept; ``pipe``
     a loaded pipeline (loaded from ``cfg`` on first need when omitted). Returns all rows.
-    """
-    # The exact reading and file layout of `riffmask generate`.
-    from tqdm.auto import tqdm
 
-    from riffmask.infer.files import expand_inputs, item_sidecar, output_names, read_part, write_item
-    from riffmask.infer.generate import generate_sound
-    from riffmask.infer.load import load_pipeline
-    from riffmask.metrics.similarity import chroma_cosine, image_chroma, ssim
+    ``state``: accelerate's ``PartialState`` under ``accelerate launch`` (every process calls this). Process
+    k of n makes the to-do items k, k + n, ..., writing them into the one folder and keeping its rows in
+    ``sweep.part-k.csv`` as it goes; once all are through, every process gets all rows and the main one
+    writes ``sweep.csv`` as one process would have, then drops the parts. Parts that a killed run left
+    are taken into ``sweep.csv`` when the next run starts.
+    """
+    from riffmask.infer import distributed
+    from riffmask.infer.files import expand_inputs, output_names
 
     out_dir = Path(out_dir)
     table = out_dir / "sweep.csv"
+    main = state is None or state.is_main_process
+    if main:
+        _take_parts(table)
+    if state is not None:
+        state.wait_for_everyone()  # every process plans from the same sweep.csv
     rows = [r for r in read_csv(table) if not r.get("error")] if table.is_file() else []
-    done = {(str(r["input"]), str(r["prompt"]), r["combination"]) for r in rows}
+    done = {_key(r) for r in rows}
     combos = grid(swept, ablation)
     sources = expand_inputs([str(p) for p in inputs])
     names = output_names(sources)
@@ -119,14 +126,69 @@ def run_sweep(
         if (names[s], p, combination_id(c)) not in done
     ]
     log.info("sweep: %d combinations done before, %d to do", len(done), len(todo))
+    mine = [item for k, item in enumerate(todo) if distributed.is_mine(k, state)]
+    # One process keeps sweep.csv itself up to date; several keep a part each (no two writers of one file).
+    part, earlier = (table, rows) if state is None or state.num_processes == 1 else (_part(table, state), [])
+    made = _make_items(cfg, mine, names, out_dir, chroma_decode, save_items, pipe, state,
+                       lambda new: write_csv(part, _ordered(earlier, new, todo, names)))  # fmt: skip
+    everything = _ordered(rows, distributed.gather_lists(state, made), todo, names)  # waits for every process
+    if main:
+        write_csv(table, everything)
+        if part != table:
+            for leftover in _parts(table):
+                leftover.unlink()
+    return everything
+
+
+def _key(row: Row) -> tuple[str, str, str]:
+    return str(row["input"]), str(row["prompt"]), str(row["combination"])
+
+
+def _ordered(earlier: list[Row], made: list[Row], todo: list, names: dict) -> list[Row]:
+    """``earlier`` rows, then the new ones in to-do order, failures last: the order of one process."""
+    index = {(names[s], p, combination_id(c)): k for k, (s, p, c) in enumerate(todo)}
+    made = sorted(made, key=lambda r: index[_key(r)])
+    return [*earlier, *(r for r in made if not r["error"]), *(r for r in made if r["error"])]
+
+
+def _part(table: Path, state) -> Path:
+    return table.with_name(f"{table.stem}.part-{state.process_index}.csv")
+
+
+def _parts(table: Path) -> list[Path]:
+    return sorted(table.parent.glob(f"{table.stem}.part-*.csv"))
+
+
+def _take_parts(table: Path) -> None:
+    """Move the finished rows of the parts a killed run left into ``sweep.csv`` (its failures are tried again)."""
+    parts = _parts(table)
+    if not parts:
+        return
+    rows = [r for path in [table, *parts] if path.is_file() for r in read_csv(path) if not r.get("error")]
+    write_csv(table, rows)
+    for path in parts:
+        path.unlink()
+
+
+def _make_items(cfg, todo, names, out_dir, chroma_decode, save_items, pipe, state, save) -> list[Row]:
+    """Generate, score and write the items of ``todo``; ``save(rows)`` after each one. Returns the rows."""
+    from tqdm.auto import tqdm
+
+    # The exact reading and file layout of `riffmask generate`.
+    from riffmask.infer import distributed
+    from riffmask.infer.files import item_sidecar, read_part, write_item
+    from riffmask.infer.generate import generate_sound
+    from riffmask.infer.load import load_pipeline
+    from riffmask.metrics.similarity import chroma_cosine, image_chroma, ssim
+
     if todo and pipe is None:
-        pipe = load_pipeline(cfg)  # a model that cannot load stops the sweep with its error
+        pipe = load_pipeline(distributed.on_process_device(cfg, state))  # a model that cannot load stops the sweep
     rater = None
     if todo and len(cfg.sampling.prompt) > 1:
         from riffmask.metrics.genre import GenreRater
 
         rater = GenreRater(pipe, cfg.sampling.prompt)
-    failed: list[Row] = []
+    made: list[Row] = []
     with tqdm(total=len(todo), desc="sweep", unit="item", disable=None) as bar:
         for source, group in itertools.groupby(todo, key=lambda t: t[0]):
             name = names[source]
@@ -134,7 +196,8 @@ def run_sweep(
                 audio = read_part(source, cfg)
             except RiffmaskError as exc:
                 group = list(group)
-                failed += [_failure(name, p, c, exc) for _, p, c in group]
+                made += [_failure(name, p, c, exc) for _, p, c in group]
+                save(made)
                 bar.update(len(group))
                 continue
             reference = input_reading = None
@@ -153,7 +216,8 @@ def run_sweep(
                         scores["genre"] = float(rater.classify(gen.output_image) == prompt)
                         scores["input_genre"] = float(input_reading == prompt)
                 except (RiffmaskError, ValueError, RuntimeError) as exc:
-                    failed.append(_failure(name, prompt, combo, exc))
+                    made.append(_failure(name, prompt, combo, exc))
+                    save(made)
                     bar.update()
                     continue
                 row = {
@@ -167,11 +231,11 @@ def run_sweep(
                 if save_items:
                     sidecar = item_sidecar(gen, item_cfg, source, name, gen.model_seconds, pipe)
                     write_item(gen, out_dir / "items" / row["combination"], name, sidecar | combo | {"metrics": scores})
-                rows.append(row)
-                write_csv(table, rows + failed)  # after every item: an interruption loses at most one
+                made.append(row)
+                save(made)  # after every item: an interruption loses at most one
+                log.info("sweep: %s %s (%s) done", name, row["combination"], prompt)
                 bar.update()
-    write_csv(table, rows + failed)
-    return rows + failed
+    return made
 
 
 def _failure(name: str, prompt: str, combo: dict, exc: Exception) -> Row:

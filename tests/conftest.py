@@ -73,11 +73,12 @@ def single_torch_thread():
 
 
 @contextlib.contextmanager
-def killed_when_stalled(cmd: list[str], marker: str, **popen) -> Iterator[subprocess.Popen]:
+def killed_when_stalled(cmd: list[str], marker: str, timeout: float = 120, **popen) -> Iterator[subprocess.Popen]:
     """Run ``cmd`` until it prints ``marker`` on stderr (a test-made stall), hand it to the block, then
-    ``kill -9`` it; a process that exits first, or hangs without the marker, fails the test."""
+    ``kill -9`` it; a process that exits first, or hangs without the marker for ``timeout`` seconds,
+    fails the test."""
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, **popen)
-    watchdog = threading.Timer(120, proc.kill)  # a hang fails the test instead of blocking the suite
+    watchdog = threading.Timer(timeout, proc.kill)  # a hang fails the test instead of blocking the suite
     watchdog.start()
     try:
         for line in proc.stderr:

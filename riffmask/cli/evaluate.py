@@ -168,15 +168,29 @@ def run_pairs(args: argparse.Namespace) -> int:
     return 1 if summary["failed"] else 0  # a batch command: any failed item shows in the status
 
 
-def _embeddings_of(folder: Path, cache: Path | None, get_embedder, desc: str):
-    """``{name: frames}`` of a folder of audio (through ``cache``) or of ``.npy`` files."""
+def _process_state():
+    """accelerate's state under ``accelerate launch`` of several processes (each takes a share), else None."""
+    from riffmask.infer import distributed
+
+    return distributed.process_state() if distributed.launched() else None
+
+
+def _device(state) -> str:
+    """Where the embedding model runs: this process's device under ``accelerate launch``, else the CPU."""
+    from riffmask.infer.distributed import process_device
+
+    return "cpu" if state is None else process_device(state)
+
+
+def _embeddings_of(folder: Path, cache: Path | None, get_embedder, desc: str, state=None):
+    """``{name: frames}`` of a folder of audio (through ``cache``; shared among processes) or of ``.npy`` files."""
     from riffmask.metrics.embeddings import audio_files, embed_files, load_embedding_dir
 
     if folder.is_dir() and not any(p.suffix != ".npy" for p in folder.iterdir() if p.is_file()):
         return load_embedding_dir(folder)
     files = audio_files(folder)
     with progress_bar(len(files), desc) as bar:
-        return embed_files(files, _LazyEmbedder(get_embedder), cache, progress=lambda _: bar.update())
+        return embed_files(files, _LazyEmbedder(get_embedder), cache, progress=lambda _: bar.update(), state=state)
 
 
 class _LazyEmbedder:
@@ -220,17 +234,21 @@ def run_fad(args: argparse.Namespace) -> int:
     )
     from riffmask.metrics.results import emit
 
+    state = _process_state()
     get = functools.cache(
-        lambda: load_embedder(args.embedding_model, args.clap_model, args.revision, args.allow_pickle)
+        lambda: load_embedder(args.embedding_model, args.clap_model, args.revision, args.allow_pickle, _device(state))
     )
-    generated, failed = _embeddings_of(args.generated_dir, args.embeddings, get, "embed generated")
+    generated, failed = _embeddings_of(args.generated_dir, args.embeddings, get, "embed generated", state)
+    if not args.reference_stats:
+        ref_emb, ref_failed = _embeddings_of(args.reference, args.reference_embeddings, get, "embed reference", state)
+        failed += ref_failed
+    if state is not None and not state.is_main_process:
+        return 0  # the embeddings are shared; the main process scores and reports (infer/distributed.py)
     stats_model = args.stats_model or args.embedding_model
     if args.reference_stats:
         reference = load_reference_stats(args.reference_stats, stats_model)
         ref_files = None
     else:
-        ref_emb, ref_failed = _embeddings_of(args.reference, args.reference_embeddings, get, "embed reference")
-        failed += ref_failed
         frames = stack_frames(ref_emb) if ref_emb else np.zeros((0, 0))
         if frames.shape[0] < 2:  # the covariance needs two
             raise RiffmaskError(
@@ -264,22 +282,21 @@ def run_fad(args: argparse.Namespace) -> int:
 
 
 def run_clap(args: argparse.Namespace) -> int:
-    from riffmask.common.io import safe_stem
-    from riffmask.core.audio import load_audio
     from riffmask.metrics.clap import DEFAULT_CLAP_MODEL, ClapEmbedder, clap_score
-    from riffmask.metrics.embeddings import audio_files
+    from riffmask.metrics.embeddings import audio_files, embed_files
     from riffmask.metrics.results import emit, summarize
 
     files = audio_files(args.generated_dir)
-    embedder = ClapEmbedder.from_pretrained(args.clap_model or DEFAULT_CLAP_MODEL, args.revision, args.allow_pickle)
-    clips, failed = {}, []
+    state = _process_state()
+    model = args.clap_model or DEFAULT_CLAP_MODEL
+    embedder = ClapEmbedder.from_pretrained(model, args.revision, args.allow_pickle, _device(state))
     with progress_bar(len(files), "CLAP") as bar:
-        for path in files:
-            try:
-                clips[safe_stem(path.stem)] = embedder.embed_clip(load_audio(path, sample_rate=embedder.sample_rate))
-            except RiffmaskError as exc:
-                failed.append({"name": safe_stem(path.stem), "clap": None, "error": str(exc)})
-            bar.update()
+        clips, failures = embed_files(
+            files, embedder, progress=lambda _: bar.update(), state=state, embed=embedder.embed_clip
+        )
+    if state is not None and not state.is_main_process:
+        return 0  # the embeddings are shared; the main process scores and reports (infer/distributed.py)
+    failed = [{"name": f["name"], "clap": None, "error": f["error"]} for f in failures]
     rows = [{**r, "error": ""} for r in clap_score(clips, embedder.embed_text([args.prompt])[0])] + failed
     summary = {**summarize(rows, ["clap"]), "prompt": args.prompt}
     print(emit(rows, summary, ["name", "clap", "error"], args.json, args.csv))
@@ -405,9 +422,13 @@ def register_sweep(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
+    """``riffmask sweep``; under ``accelerate launch`` each process makes its share of the combinations."""
+    import contextlib
+
     from riffmask.common.config import config_from_args
     from riffmask.common.io import write_json_atomic
     from riffmask.infer.config import GenerateConfig
+    from riffmask.infer.out_folder import locked
     from riffmask.metrics.sweep import SWEPT, analyse, parse_values, run_sweep, write_sweep_report
 
     cfg = config_from_args(GenerateConfig, args, args.overrides)
@@ -418,14 +439,21 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         raise RiffmaskError(
             "nothing to sweep: give --downshift, --brightness, --contrast, --strength, --guidance or --seeds"
         )
-    args.sweep_out.mkdir(parents=True, exist_ok=True)
-    rows = run_sweep(cfg, args.inputs, swept, args.sweep_out, args.ablation, _chroma_decode(args), args.save_items)
-    summary = analyse(rows, swept, args.sweep_out, args.ablation)
-    write_json_atomic(
-        args.sweep_out / "summary.json",
-        {**summary, "swept": swept, "ablation_run": args.ablation, "config": dataclasses.asdict(cfg)},
-    )
-    report = write_sweep_report(args.sweep_out, summary)
+    state = _process_state()
+    main = state is None or state.is_main_process
+    # One sweep per folder: its main process holds the lock from planning to the report.
+    folder = locked(args.sweep_out, "riffmask sweep") if main else contextlib.nullcontext(args.sweep_out)
+    with folder as out:
+        rows = run_sweep(cfg, args.inputs, swept, out, args.ablation, _chroma_decode(args), args.save_items,
+                         state=state)  # fmt: skip
+        if not main:
+            return 0  # the main process reports the sweep (infer/distributed.py says why)
+        summary = analyse(rows, swept, out, args.ablation)
+        write_json_atomic(
+            out / "summary.json",
+            {**summary, "swept": swept, "ablation_run": args.ablation, "config": dataclasses.asdict(cfg)},
+        )
+        report = write_sweep_report(out, summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "by_value"}, indent=2, default=str))
-    print(f"results: {args.sweep_out / 'sweep.csv'}\nreport: {report}")
+    print(f"results: {out / 'sweep.csv'}\nreport: {report}")
     return 0 if summary["n"] else 1

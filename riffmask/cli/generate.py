@@ -83,7 +83,6 @@ def generate_command(args: argparse.Namespace) -> int:
     import contextlib
     import tempfile
 
-    from riffmask.common.config import replace_options
     from riffmask.common.errors import RiffmaskError
     from riffmask.infer import distributed
     from riffmask.infer.config import GenerateConfig
@@ -117,17 +116,14 @@ def generate_command(args: argparse.Namespace) -> int:
         if state is not None:
             state.wait_for_everyone()  # the others start once the main process holds the folder
         # Each process on its own device; the config (and the sidecars) keep what was asked for.
-        load_cfg = cfg
-        if state is not None and cfg.checkpoint.device is None:
-            load_cfg = replace_options(cfg, device=str(state.device))
-        pipe = load_pipeline(load_cfg)
+        pipe = load_pipeline(distributed.on_process_device(cfg, state))
         started_at = run_started()
         share = (state.process_index, state.num_processes) if state else (0, 1)
         summary = run_inputs(pipe, inputs, cfg, share)
         if state is not None:
             summary = distributed.gather_summaries(state, summary)  # waits for every process
         if not main:
-            return 1 if summary.failed else 0
+            return 0  # the main process reports the run (infer/distributed.py says why)
         record_run(out_dir, summary, cfg, started_at, earlier)
     if cfg.output.report:
         from riffmask.metrics.report import write_generation_report
