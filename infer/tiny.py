@@ -5,7 +5,9 @@ Built offline and deterministically from a seed, for tests and the demo: the sam
 latent channels and a downscale of 8, CLIP text encoder and BPE tokenizer, the PNDM scheduler that
 checkpoint ships), but with a few thousand parameters each, so a 64x64 spectrogram runs a UNet step
 in milliseconds on CPU. Written as a standard ``StableDiffusionPipeline`` folder (safetensors,
-no safety checker), so anything that loads a diffusers SD 1.x folder loads it.
+no safety checker), so anything that loads a diffusers SD 1.x folder loads it. Its weights are
+random, but its VAE's latents have a trained VAE's statistics (below), so a short fine-tune on a CPU
+learns genres from it (``configs/train/cpu_genre.yaml``).
 """
 
 from __future__ import annotations
@@ -36,13 +38,19 @@ _MERGE_CORPUS = (
 )
 _NUM_MERGES = 200
 _TEXT_WIDTH = 32
-#: SD's latent scaling factor: 1 / std of its trained VAE's latents, so that diffusion sees unit variance.
-SD_SCALING_FACTOR = 0.18215
-#: The same rule for the tiny random VAE: its latents of spectrograms (the built-in genres and the
-#: kettle, at 64 and 512 px) have a std of 0.17-0.19, so SD's factor leaves them at 0.03 of the
-#: noise and no prompt can be learned (docs/genre.md); 1 / 0.173 (90 clips of the genres) fixes that.
-UNIT_SCALING_FACTOR = 5.78
-
+#: The tiny VAE is random, but its latents have the statistics of a trained one, as the Riffusion VAE's
+#: do: without them a fine-tune of the tiny model cannot learn a prompt (docs/genre.md).
+#: 1. Unit variance after scaling. SD's ``scaling_factor`` (0.18215) is 1 / the std of *its* VAE's
+#:    latents; the random tiny VAE's latents of spectrograms (the built-in genres and the kettle, at 64
+#:    and 512 px) have a std of 0.17-0.19, so SD's factor would leave them at 0.03 of the noise.
+#:    1 / 0.173 (90 clips of the built-in genres) is the same rule applied to this VAE.
+SCALING_FACTOR = 5.78
+#: 2. A narrow posterior. A trained SD VAE's posterior is nearly a point (its KL weight is tiny), so
+#:    ``latent_dist.sample()`` is its mean to within a few percent. A random VAE predicts a log-variance
+#:    near 0: its samples would be 5x more posterior noise than signal, which is all a fine-tune would
+#:    see. The log-variance half of ``quant_conv`` is set to this constant instead (std 0.0067 before
+#:    scaling, 4 % of the latents' spread).
+POSTERIOR_LOGVAR = -10.0
 
 def _learn_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
     """Greedy byte-pair merges over ``words`` (CLIP style: the last symbol of a word ends in </w>)."""
@@ -86,12 +94,8 @@ def build_tiny_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def build_tiny_components(seed: int = 0, unit_latents: bool = False) -> dict:
-    """In-memory components (vae, text_encoder, tokenizer, unet, scheduler), identical for a seed.
-
-    ``unit_latents``: the VAE's ``scaling_factor`` gives its latents unit variance (without it no
-    prompt can be learned); by default SD's factor, which the tests of the plain pipeline were written with.
-    """
+def build_tiny_components(seed: int = 0) -> dict:
+    """In-memory components (vae, text_encoder, tokenizer, unet, scheduler), identical for a seed."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -124,8 +128,12 @@ def build_tiny_components(seed: int = 0, unit_latents: bool = False) -> dict:
             latent_channels=4,
             norm_num_groups=8,
             sample_size=512,
-            scaling_factor=UNIT_SCALING_FACTOR if unit_latents else SD_SCALING_FACTOR,
+            scaling_factor=SCALING_FACTOR,
         )
+        with torch.no_grad():
+            latent_channels = vae.config.latent_channels
+            vae.quant_conv.weight[latent_channels:] = 0.0
+            vae.quant_conv.bias[latent_channels:] = POSTERIOR_LOGVAR
         torch.manual_seed(seed + 2)
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
@@ -153,9 +161,9 @@ def build_tiny_components(seed: int = 0, unit_latents: bool = False) -> dict:
     }
 
 
-def save_tiny_pipeline(out_dir: str | os.PathLike, seed: int = 0, unit_latents: bool = False) -> Path:
+def save_tiny_pipeline(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     """Write the tiny pipeline as a diffusers folder (safetensors) and return its path."""
-    return save_pipeline_folder(build_tiny_components(seed, unit_latents), out_dir)
+    return save_pipeline_folder(build_tiny_components(seed), out_dir)
 
 
 def save_pipeline_folder(components: dict, out_dir: str | os.PathLike) -> Path:

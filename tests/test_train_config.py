@@ -11,7 +11,7 @@ from riffmask.train import checkpoint, data
 from riffmask.train.config import TrainConfig
 from riffmask.train.schedule import Phase, Schedule, lr_factor
 
-RECIPES = ("t4_full_8bit", "t4_lora", "a100_full", "cpu_smoke")
+RECIPES = ("t4_full_8bit", "t4_lora", "a100_full", "cpu_smoke", "cpu_genre")
 
 
 def _prepared_stub(folder):

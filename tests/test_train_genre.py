@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from pathlib import Path
 
+import pytest
 import test_train_support as support
 import torch
 from test_train_support import overrides, run_train
@@ -14,6 +16,8 @@ from riffmask.train import data
 from riffmask.train.progress import Progress
 
 prepared_dir = support.prepared_dir  # the shared session fixture
+#: Fine-tuning steps of the learning test.
+STEPS = 60
 
 
 def test_validation_logs_genre_accuracy_and_the_card_states_it(tmp_path, tiny_model_dir, prepared_dir, caplog):
@@ -74,3 +78,29 @@ def test_balanced_sampling_draws_each_genre_equally():
     assert {i for i in drawn if genres[i] == "a"} == set(range(8))
     assert drawn == [data.clip_at(cache, p, 0, data.INSTANCE) for p in range(33)]  # a pure function
 
+
+
+@pytest.fixture(scope="module")
+def two_genres(tmp_path_factory) -> Path:
+    """Two very different built-in genres as 64 px clips: 4 files each, a third of the files held out."""
+    from riffmask.core.params import SpectrogramOptions
+    from riffmask.data_prep.config import PrepConfig
+    from riffmask.data_prep.dataset import prepare_dataset
+    from riffmask.data_prep.synth import write_builtin_genres
+
+    root = tmp_path_factory.mktemp("two_genres")
+    write_builtin_genres(root / "genres", seconds=4.0, files_per_genre=4, genres=("ambient", "chiptune"))
+    cfg = PrepConfig(width=64, spectrogram=SpectrogramOptions(num_frequencies=64), validation_fraction=0.34)
+    prepare_dataset(root / "genres", root / "prep", cfg, progress=False)
+    return root / "prep"
+
+
+def test_a_short_fine_tune_learns_two_genres(tmp_path, tiny_model_dir, two_genres):
+    # cpu_genre's batch and learning rate for 60 steps. Over training seeds 0-3 the 12 held-out clips went
+    # from 0.42 (the untrained model) to 0.75, 1.0, 0.75 and 0.75: the bound leaves one clip of margin.
+    out = run_train(**overrides(two_genres, tiny_model_dir, tmp_path / "run", max_train_steps=STEPS,
+                                train_batch_size=8, validation_steps=STEPS, seed=0,
+                                **{"validation.sampling.steps": 2, "validation.decode.iterations": 1}))
+    steps = json.loads((out / "validation" / "genre.json").read_text())["steps"]
+    before, after = steps["0"]["accuracy"], steps[str(STEPS)]["accuracy"]
+    assert after >= before + 0.25, (before, after)

@@ -45,17 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tiny-model",
         help="write a tiny random pipeline of the Riffusion architecture (tests, demo)",
         description="Write a deterministic, randomly initialised diffusers pipeline folder of the "
-        "Riffusion v1 architecture, small enough to run on a CPU in seconds. Its output is noise: it is "
-        "for tests and demos.",
+        "Riffusion v1 architecture, small enough to run on a CPU in seconds, for tests and demos. Untrained, "
+        "its output is noise; its VAE's latents behave like a trained VAE's, so a short fine-tune on a CPU "
+        "learns genres from it (configs/train/cpu_genre.yaml, docs/genre.md).",
     )
     tiny.add_argument("out_dir", help="folder to write (a diffusers pipeline folder)")
     tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default: 0)")
-    tiny.add_argument(
-        "--unit-latents",
-        action="store_true",
-        help="scale the random VAE's latents to unit variance (as SD's factor does for its trained VAE): without it "
-        "fine-tuning cannot learn prompts (docs/genre.md)",
-    )
     tiny.set_defaults(func=tiny_model_command)
 
 
@@ -212,5 +207,5 @@ def mask_command(args: argparse.Namespace) -> int:
 def tiny_model_command(args: argparse.Namespace) -> int:
     from riffmask.infer.tiny import save_tiny_pipeline
 
-    print(save_tiny_pipeline(args.out_dir, seed=args.seed, unit_latents=args.unit_latents))
+    print(save_tiny_pipeline(args.out_dir, seed=args.seed))
     return 0
