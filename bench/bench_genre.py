@@ -30,11 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.common import real_sounds, write_result
@@ -60,21 +60,24 @@ def riffmask(*words: str, log: Path | None = None) -> float:
 
     One thread per process: the CPU time then counts work, not threads spinning while they wait for
     each other (on a shared machine that doubles it), and the tiny model gains nothing from a second.
+    The time is the child's own (``wait4``), so commands may run side by side.
     """
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    with open(log or "/dev/null", "w") as out:
-        code = subprocess.call([sys.executable, "-m", "riffmask.cli", *words], stdout=out, stderr=subprocess.STDOUT,
-                               env=env)
-    if code:
-        raise SystemExit(f"riffmask {' '.join(words)} failed (exit {code}); see {log}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    with open(log or os.devnull, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "riffmask.cli", *words], stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"riffmask {' '.join(words)} failed (exit {proc.returncode}); see {log}")
+    return usage.ru_utime + usage.ru_stime
 
 
 def material(work: Path, name: str, seed: int) -> Path:
     from riffmask.data_prep.synth import write_builtin_genres
 
+    if (work / f"{name}-dataset" / "dataset_dict.json").is_file():  # a rerun with --work keeps its material
+        return work / f"{name}-dataset"
     write_builtin_genres(work / name, seconds=GENRE_SECONDS, files_per_genre=GENRES_FILES, seed=seed)
     riffmask("prep", str(work / name), str(work / f"{name}-dataset"), *PREP_WORDS)
     return work / f"{name}-dataset"
@@ -86,11 +89,23 @@ def evaluate(work: Path, dataset: Path, model: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def music_base_cpu(work: Path, random_base: Path, music_base: Path, steps: int) -> float:
+    """Make the music base (or keep the one a previous run with --work made); its CPU seconds."""
+    record = work / "music-base.json"
+    if record.is_file() and (music_base / "model_index.json").is_file():
+        return json.loads(record.read_text())["cpu_seconds"]
+    cpu = riffmask("train", "--config", "cpu_genre", f"pretrained_model_name_or_path={random_base}",
+                   f"dataset={material(work, 'base-genres', seed=1)}", f"output_dir={music_base}", "overwrite=true",
+                   f"max_train_steps={steps}", *MUSIC_BASE, log=work / "music-base.log")
+    record.write_text(json.dumps({"cpu_seconds": cpu}))
+    return cpu
+
+
 def train(work: Path, base: Path, dataset: Path, mode: str, steps: int) -> dict:
     run = work / "runs" / mode
     started = time.perf_counter()
     cpu = riffmask("train", "--config", "cpu_genre", f"pretrained_model_name_or_path={base}", f"dataset={dataset}",
-                   f"output_dir={run}", f"max_train_steps={steps}", f"validation_steps={VALIDATION_EVERY}",
+                   f"output_dir={run}", "overwrite=true", f"max_train_steps={steps}", f"validation_steps={VALIDATION_EVERY}",
                    *MODES[mode], log=work / f"{mode}.log")
     wall = time.perf_counter() - started
     record = json.loads((run / "validation" / "genre.json").read_text())["steps"]
@@ -132,7 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", default=",".join(MODES), help="comma list of modes (default: all)")
     parser.add_argument("--steps", type=int, default=1000, help="fine-tuning steps per mode")
     parser.add_argument("--base-steps", type=int, default=1000, help="steps of the music base")
-    parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
+    parser.add_argument("--work", type=Path,
+                        help="working folder, kept (default: a temporary one); a rerun reuses its material and bases")
+    parser.add_argument("--jobs", type=int, default=1, help="modes trained side by side (one CPU core each)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the generation sweep")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
@@ -144,9 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         dataset = material(work, "genres", seed=0)
         random_base, music_base = work / "tiny-model", work / "music-base"
         riffmask("tiny-model", str(random_base))
-        base_cpu = riffmask("train", "--config", "cpu_genre", f"pretrained_model_name_or_path={random_base}",
-                            f"dataset={material(work, 'base-genres', seed=1)}", f"output_dir={music_base}",
-                            f"max_train_steps={args.base_steps}", *MUSIC_BASE, log=work / "music-base.log")
+        base_cpu = music_base_cpu(work, random_base, music_base, args.base_steps)
         results = {
             "material": {"files_per_genre": GENRES_FILES, "seconds": GENRE_SECONDS, "prep": list(PREP_WORDS)},
             "bases": {"tiny-model": evaluate(work, dataset, random_base),
@@ -154,12 +169,17 @@ def main(argv: list[str] | None = None) -> None:
                                      "cpu_minutes": round(base_cpu / 60, 2)}},
             "modes": {},
         }
-        for mode in modes:
+
+        def one_mode(mode: str) -> None:
             base = random_base if mode == "full_from_random" else music_base
             results["modes"][mode] = row = train(work, base, dataset, mode, args.steps)
             print(f"{mode}: held-out accuracy {row['before']:.2f} -> {row['after']:.2f} in {args.steps} steps, "
                   f"{row['cpu_minutes']:.1f} CPU min", flush=True)
             write_result("genre", results)  # each mode's numbers are kept as soon as they exist
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(one_mode, modes))
+        results["modes"] = {mode: results["modes"][mode] for mode in modes}
         if "full" in modes and not args.no_sweep:
             results["sweep"] = sweep(work, work / "runs" / "full")
         write_result("genre", results)
