@@ -105,8 +105,8 @@ def train(work: Path, base: Path, dataset: Path, mode: str, steps: int) -> dict:
     run = work / "runs" / mode
     started = time.perf_counter()
     cpu = riffmask("train", "--config", "cpu_genre", f"pretrained_model_name_or_path={base}", f"dataset={dataset}",
-                   f"output_dir={run}", "overwrite=true", f"max_train_steps={steps}", f"validation_steps={VALIDATION_EVERY}",
-                   *MODES[mode], log=work / f"{mode}.log")
+                   f"output_dir={run}", "overwrite=true", f"max_train_steps={steps}",
+                   f"validation_steps={VALIDATION_EVERY}", *MODES[mode], log=work / f"{mode}.log")
     wall = time.perf_counter() - started
     record = json.loads((run / "validation" / "genre.json").read_text())["steps"]
     curve = [{"step": int(step), "cpu_minutes": round(cpu / 60 * int(step) / steps, 2),
