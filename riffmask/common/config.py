@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import importlib.util
 import math
 import os
@@ -87,8 +88,10 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+@functools.cache
+def _hints(cls: type) -> types.MappingProxyType:
+    """The resolved field types of a config class; resolving them compiles every annotation, so once."""
+    return types.MappingProxyType(typing.get_type_hints(cls))
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
