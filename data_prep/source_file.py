@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import soundfile as sf
 
 from riffmask.common.io import inside, safe_stem, write_json_atomic
@@ -43,7 +42,8 @@ def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, 
 
     Unusable files (:class:`AudioError`) get a manifest saying why, so a rerun does not read them again.
     """
-    from riffmask.core.codec import image_from_mel, max_volume_of, mel_spectrogram, save_image
+    from riffmask.core.forward import mel_array
+    from riffmask.core.image import image_from_mel, max_volume_of, save_image
 
     manifest: dict[str, Any] = {"source": source.rel, "genre": source.genre, "signature": source.signature()}
     split = source.split(cfg.validation_fraction, cfg.split_seed)
@@ -70,7 +70,7 @@ def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, 
         if level < cfg.silence_db:
             dropped.append({"offset": offset, "reason": "near-silent", "rms_db": round(max(level, -200.0), 1)})
             continue
-        mel = mel_spectrogram(clip.audio, params)
+        mel = mel_array(clip.audio, params, _fft_threads)
         max_volume = max_volume_of(mel, cfg.spectrogram.spectrogram_mode, params.power_for_image)
         name = clip_id(source, clip.index)
         save_image(
@@ -119,16 +119,26 @@ def read_manifest(out_dir: Path, source: Source) -> dict[str, Any] | None:
 
 
 def warm_codec(params: SpectrogramParams) -> None:
-    """Build the codec's filter banks (cached per process) now, e.g. before forking workers."""
-    from riffmask.core.codec import mel_spectrogram
+    """Load the codec's FFT library and filter banks (cached per process) now, e.g. before forking workers."""
+    from riffmask.core.forward import warm
 
-    mel_spectrogram(np.zeros(params.n_fft, np.float32), params)
+    warm(params)
+
+
+#: FFT threads of this process's clips (None: the library's default); a pool worker's share of the cores.
+_fft_threads: int | None = None
 
 
 def init_worker(threads: int) -> None:
-    import torch
+    """Pool initializer: give each clip's FFT ``threads`` threads (torch is imported only if it runs the FFT)."""
+    global _fft_threads
+    from riffmask.core import dft
 
-    torch.set_num_threads(threads)
+    _fft_threads = threads
+    if not dft.available():
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def prepare_task(task: tuple[Source, PrepConfig, Path]) -> dict[str, Any]:

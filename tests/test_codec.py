@@ -10,7 +10,7 @@ import torch
 from conftest import SR, tone
 from PIL import Image
 
-from riffmask.core import codec
+from riffmask.core import codec, forward
 from riffmask.core.decode import DecodeConfig, decode, image_to_audio
 from riffmask.core.decode.griffin_lim import griffin_lim
 from riffmask.core.params import PAPER_CLIP_SAMPLES, ExifTags, SpectrogramParams
@@ -185,6 +185,8 @@ def _fresh_codec_arrays() -> None:
     """Forget the per-process copies, so that the next codec call reads the disk cache again."""
     codec._filter_arrays.cache_clear()
     codec._band.cache_clear()
+    forward.filter_arrays.cache_clear()
+    forward._band_order.cache_clear()
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped_byte"])

@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def spectrogram_command(args: argparse.Namespace) -> int:
     from riffmask.common.io import output_file
     from riffmask.core.audio import load_audio
-    from riffmask.core.codec import audio_to_image, save_image
+    from riffmask.core.forward import audio_to_image  # numpy and torch's FFT library: no torch import
+    from riffmask.core.image import save_image
     from riffmask.core.params import SpectrogramParams
 
     output_file(args.out_png, "OUT_PNG")

@@ -5,7 +5,8 @@ The forward path is torch STFT + a sparse HTK mel filter bank (librosa's, equal 
 with a precomputed pseudo-inverse (:func:`linear_from_mel`); phase reconstruction is a decoder of
 :mod:`riffmask.core.decode`. The bank and its inverse are built once per format and kept in
 the user's cache folder (:mod:`riffmask.common.cache`). The image side (numpy and Pillow only) is
-:mod:`riffmask.core.image`, re-exported here.
+:mod:`riffmask.core.image`, and the same forward path without torch (to the bit, for commands that
+should start fast) is :mod:`riffmask.core.forward`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image
 
-from riffmask.common.cache import cached_arrays
+from riffmask.core.forward import (  # noqa: F401 - re-exported: the torch-free forward path
+    audio_to_image,
+    filter_arrays,
+    mel_array,
+)
 from riffmask.core.image import (  # noqa: F401 - re-exported: the codec's public image side
     ImageError,
     Mode,
@@ -34,13 +38,12 @@ from riffmask.core.image import (  # noqa: F401 - re-exported: the codec's publi
 from riffmask.core.params import SpectrogramParams
 
 ArrayLike = np.ndarray | torch.Tensor
-#: Bump when the cached arrays' recipe changes, so that old cache files are not read.
-_CACHE_VERSION = 1
 
 
 # --------------------------------------------------------------------------- filter banks
 def build_filter_arrays(params: SpectrogramParams) -> dict[str, np.ndarray]:
-    """The bank's non-zero rows (used, n_mels) and their pseudo-inverse (used, n_mels), float32.
+    """The bank's non-zero rows (used, n_mels), their pseudo-inverse (used, n_mels) and torch's Hann
+    window (win_length,), float32 (kept in the disk cache: :func:`riffmask.core.forward.filter_arrays`).
 
     Bins above the last non-zero row never contribute. The bank has full row rank, so
     pinv(A) = A^T (A A^T)^-1 with a small, well-conditioned (n_mels x n_mels) system, as
@@ -61,16 +64,17 @@ def build_filter_arrays(params: SpectrogramParams) -> dict[str, np.ndarray]:
     used = int(np.nonzero(np.abs(fb).sum(axis=1))[0].max()) + 1
     a = torch.from_numpy(fb[:used]).T.double()
     pinv = torch.linalg.solve(a @ a.T, a).T.float().contiguous()
-    return {"bank": np.ascontiguousarray(fb[:used]), "pinv": pinv.numpy()}
+    window = hann_window(params).numpy()
+    return {"bank": np.ascontiguousarray(fb[:used]), "pinv": pinv.numpy(), "window": window}
 
 
 @functools.lru_cache(maxsize=8)
 def _filter_arrays(params: SpectrogramParams) -> tuple[torch.Tensor, torch.Tensor]:
     """(bank rows, pseudo-inverse) of the format, from the disk cache when it holds them."""
-    fields = ("sample_rate", "n_fft", "num_frequencies", "min_hz", "max_hz")
-    key = {"version": _CACHE_VERSION, **{f: getattr(params, f) for f in fields}}
-    arrays = cached_arrays("melbank", key, lambda: build_filter_arrays(params))
-    return torch.from_numpy(arrays["bank"]), torch.from_numpy(arrays["pinv"])
+    arrays = filter_arrays(params)
+    with warnings.catch_warnings():  # the cached arrays are read-only; torch only reads them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(arrays["bank"]), torch.from_numpy(arrays["pinv"])
 
 
 def mel_filterbank(params: SpectrogramParams) -> torch.Tensor:
@@ -216,11 +220,3 @@ def linear_from_mel(mel: ArrayLike, params: SpectrogramParams) -> torch.Tensor:
     out = torch.zeros(lin.shape[0], params.n_stft, frames)
     out[:, :used] = lin
     return out.reshape(*lead, params.n_stft, frames)
-
-
-# --------------------------------------------------------------------------- high level
-def audio_to_image(
-    audio: ArrayLike, params: SpectrogramParams = SpectrogramParams(), mode: Mode = "paper"
-) -> Image.Image:
-    """Spectrogram image of mono audio (samples,) or stereo audio (2, samples)."""
-    return image_from_mel(mel_spectrogram(audio, params), params, mode)

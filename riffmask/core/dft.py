@@ -1,0 +1,139 @@
+"""torch's own CPU FFT, called without importing torch: MKL's DFTI inside torch's CPU library.
+
+The spectrogram image is this project's data format, so the audio -> image path must give torch's
+pixels exactly. On x86-64 Linux, ``torch.fft.rfft`` runs Intel MKL's DFTI, linked into
+``libtorch_cpu`` and exported from it; no other FFT (numpy's or scipy's pocketfft, another MKL)
+rounds the same way (``bench/bench_codec.py`` counts the pixels they change). Loading that one
+library takes a fraction of ``import torch``, which also loads the Python framework on top of it.
+
+The transform is planned as torch plans it (``aten/src/ATen/native/mkl/SpectralOps.cpp``): real,
+single precision, out of place, one batch of frames ``n`` floats apart, complex conjugate-even output
+``n // 2 + 1`` apart. MKL picks its kernel by the batch size and by the buffers' alignment as well, so
+both buffers are 64-byte aligned, as torch's allocator aligns them.
+
+Where torch's library does not export DFTI (a build on pocketfft, e.g. on macOS or ARM), or cannot be
+found, :func:`available` is False and callers use torch itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+# DFTI's configuration parameters and values (mkl_dfti.h).
+_NUMBER_OF_TRANSFORMS, _CONJUGATE_EVEN_STORAGE, _PLACEMENT = 7, 10, 11
+_INPUT_STRIDES, _OUTPUT_STRIDES, _INPUT_DISTANCE, _OUTPUT_DISTANCE = 12, 13, 14, 15
+_THREAD_LIMIT, _REAL, _COMPLEX_COMPLEX, _NOT_INPLACE = 27, 33, 39, 44
+_SYMBOLS = ("DftiCreateDescriptor_s_1d", "DftiSetValue", "DftiCommitDescriptor", "DftiComputeForward",
+            "DftiFreeDescriptor")  # fmt: skip
+ALIGNMENT = 64  # bytes; c10's CPU allocator's alignment
+_NAMES = {"linux": "libtorch_cpu.so", "darwin": "libtorch_cpu.dylib", "win32": "torch_cpu.dll"}
+
+
+class DftError(RuntimeError):
+    """MKL refused a plan or a transform (its status code is in the message)."""
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """torch's CPU library when it exports DFTI, else None. Finding torch does not import it."""
+    spec = importlib.util.find_spec("torch")
+    name = _NAMES.get(sys.platform)
+    if spec is None or not spec.submodule_search_locations or name is None:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "lib" / name
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError:
+        return None
+    if not all(hasattr(lib, symbol) for symbol in _SYMBOLS):
+        return None
+    lib.DftiCreateDescriptor_s_1d.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_long]
+    lib.DftiCommitDescriptor.argtypes = [ctypes.c_void_p]
+    lib.DftiComputeForward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.DftiFreeDescriptor.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
+    for fn in (lib.DftiCreateDescriptor_s_1d, lib.DftiSetValue, lib.DftiCommitDescriptor, lib.DftiComputeForward,
+               lib.DftiFreeDescriptor):  # fmt: skip
+        fn.restype = ctypes.c_long
+    return lib
+
+
+def available() -> bool:
+    """Whether torch's MKL FFT can be called here without importing torch."""
+    return _library() is not None
+
+
+def aligned_zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """A C-contiguous zero array whose data starts on a 64-byte boundary, as torch's tensors do."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(nbytes + ALIGNMENT, np.uint8)
+    offset = -raw.ctypes.data % ALIGNMENT
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise DftError(f"MKL DFTI {what} failed with status {status}")
+
+
+class _Plan:
+    """A committed DFTI descriptor for ``batch`` real transforms of length ``n``."""
+
+    def __init__(self, lib: ctypes.CDLL, n: int, batch: int, threads: int | None):
+        self.lib, self.handle = lib, ctypes.c_void_p()
+        long = ctypes.c_long
+        _check(lib.DftiCreateDescriptor_s_1d(ctypes.byref(self.handle), _REAL, n), "plan")
+        strides = (long * 2)(0, 1)
+        settings = [(_PLACEMENT, long(_NOT_INPLACE)), (_NUMBER_OF_TRANSFORMS, long(batch)),
+                    (_INPUT_DISTANCE, long(n)), (_OUTPUT_DISTANCE, long(n // 2 + 1)), (_INPUT_STRIDES, strides),
+                    (_OUTPUT_STRIDES, strides), (_CONJUGATE_EVEN_STORAGE, long(_COMPLEX_COMPLEX))]  # fmt: skip
+        if threads:  # how many threads MKL may use; the result is the same for any number
+            settings.append((_THREAD_LIMIT, long(threads)))
+        for param, value in settings:
+            _check(lib.DftiSetValue(self.handle, ctypes.c_int(param), value), f"setting {param}")
+        _check(lib.DftiCommitDescriptor(self.handle), "commit")
+
+    def __del__(self) -> None:
+        if self.handle:
+            self.lib.DftiFreeDescriptor(ctypes.byref(self.handle))
+
+
+_plans: dict[tuple[int, int, int | None], _Plan] = {}
+_plans_lock = threading.Lock()
+
+
+def _plan(n: int, batch: int, threads: int | None) -> _Plan:
+    lib = _library()
+    if lib is None:
+        raise DftError("torch's CPU library does not export MKL's DFTI here; use torch.fft")
+    key = (n, batch, threads)
+    with _plans_lock:
+        if key not in _plans:
+            if len(_plans) >= 8:  # a process sees a few clip shapes; keep the plans of the latest
+                _plans.pop(next(iter(_plans)))
+            _plans[key] = _Plan(lib, n, batch, threads)
+        return _plans[key]
+
+
+def rfft_rows(signal: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """One-sided FFT of every row of ``signal`` (batch, n), float32 -> complex64 (batch, n // 2 + 1).
+
+    Bit for bit ``torch.fft.rfft`` of the same rows. ``signal`` must be C-contiguous and 64-byte
+    aligned (:func:`aligned_zeros`), since MKL's choice of kernel depends on it.
+    """
+    if signal.dtype != np.float32 or signal.ndim != 2 or not signal.flags.c_contiguous:
+        raise ValueError("rfft_rows needs a C-contiguous float32 array (batch, n)")
+    if signal.ctypes.data % ALIGNMENT:
+        raise ValueError("rfft_rows needs a 64-byte aligned array (see aligned_zeros)")
+    batch, n = signal.shape
+    out = aligned_zeros((batch, n // 2 + 1), np.complex64)
+    plan = _plan(n, batch, threads)
+    _check(plan.lib.DftiComputeForward(plan.handle, signal.ctypes.data, out.ctypes.data), "transform")
+    return out

@@ -1,0 +1,136 @@
+"""Audio -> mel magnitude -> image without importing torch, identical to the torch codec to the bit.
+
+:func:`riffmask.core.codec.mel_spectrogram` is the definition; this module computes the same numbers
+with numpy and torch's own FFT library (:mod:`riffmask.core.dft`), step by step as torch does them:
+
+- frames: reflect padding, every ``hop`` samples the ``win_length`` samples under the window, times
+  the Hann window (torch's own values, kept in the disk cache), zero-padded to ``n_fft``;
+- MKL's batched real FFT, planned as torch plans it;
+- magnitudes of the bins below ``max_hz``, rounded as torch's complex ``abs`` rounds them
+  (:mod:`riffmask.core.magnitude`);
+- the mel sums in torch's sparse-CSR order: for each band, its bins one after another, each
+  ``out += weight * magnitude`` rounded to float32 (no fused multiply-add), from zero.
+
+Any other order or FFT changes about one pixel in 10^5 (``bench/bench_codec.py``), so where the FFT
+library is not reachable :func:`mel_array` uses torch. The filter bank, its inverse and the window
+come from the user's cache folder (:mod:`riffmask.common.cache`); building them the first time loads
+librosa and torch.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from PIL import Image
+
+from riffmask.common.cache import cached_arrays
+from riffmask.core import dft
+from riffmask.core.image import Mode, image_from_mel
+from riffmask.core.magnitude import torch_abs
+from riffmask.core.params import SpectrogramParams
+
+#: Bump when the cached arrays' recipe changes, so that old cache files are not read.
+CACHE_VERSION = 2
+
+
+@functools.lru_cache(maxsize=8)
+def filter_arrays(params: SpectrogramParams) -> dict[str, np.ndarray]:
+    """The format's cached arrays (see :func:`riffmask.core.codec.build_filter_arrays`): the bank's
+    non-zero rows ``bank`` (used, n_mels), their pseudo-inverse ``pinv`` and the Hann ``window``."""
+    fields = ("sample_rate", "n_fft", "win_length", "num_frequencies", "min_hz", "max_hz")
+    key = {"version": CACHE_VERSION, **{f: getattr(params, f) for f in fields}}
+
+    def build() -> dict[str, np.ndarray]:
+        from riffmask.core.codec import build_filter_arrays  # torch and librosa: only when not cached
+
+        return build_filter_arrays(params)
+
+    arrays = cached_arrays("melbank", key, build)
+    for array in arrays.values():
+        array.flags.writeable = False  # shared by every caller in the process
+    return arrays
+
+
+@functools.lru_cache(maxsize=8)
+def _band_order(params: SpectrogramParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bank's non-zeros in torch's CSR order, one step per column: (bins, weights, bands) of shape
+    (steps, n_mels), step j holding each band's j-th bin (weight 0 at bin 0 once a band has no more)."""
+    bank_t = filter_arrays(params)["bank"].T  # (n_mels, used)
+    counts = np.count_nonzero(bank_t, axis=1)
+    steps = int(counts.max(initial=0))
+    bins = np.zeros((steps, bank_t.shape[0]), np.int64)
+    weights = np.zeros((steps, bank_t.shape[0]), np.float32)
+    for band, row in enumerate(bank_t):
+        nonzero = np.flatnonzero(row)  # ascending bins, as CSR stores them
+        bins[: len(nonzero), band] = nonzero
+        weights[: len(nonzero), band] = row[nonzero]
+    return bins, weights, counts
+
+
+def _frames(audio: np.ndarray, params: SpectrogramParams) -> np.ndarray:
+    """Windowed frames (clips * frames, n_fft), zero-padded, 64-byte aligned, as torch's rfft gets them."""
+    half, win, hop = params.n_fft // 2, params.win_length, params.hop_length
+    widths = [(0, 0)] * (audio.ndim - 1) + [(half, half)]
+    padded = np.pad(audio, widths, mode="reflect")  # torch's reflect padding (numpy's when shorter than the pad)
+    start = (params.n_fft - win) // 2
+    count = params.frames_for(audio.shape[-1])
+    views = np.lib.stride_tricks.sliding_window_view(padded[..., start:], win, axis=-1)[..., ::hop, :][..., :count, :]
+    out = dft.aligned_zeros((int(np.prod(views.shape[:-1])), params.n_fft), np.float32)
+    np.multiply(views.reshape(-1, win), filter_arrays(params)["window"], out=out[:, :win])
+    return out
+
+
+def _mel_of_magnitudes(mag: np.ndarray, params: SpectrogramParams) -> np.ndarray:
+    """(n_mels, N) mel sums of magnitudes (used, N), in torch's sparse-CSR order and rounding."""
+    bins, weights, counts = _band_order(params)
+    out = np.zeros((params.num_frequencies, mag.shape[1]), np.float32)
+    for step in range(bins.shape[0]):
+        bands = np.flatnonzero(counts > step)
+        out[bands] += weights[step, bands, None] * mag[bins[step, bands]]
+    return out
+
+
+def fast_mel_spectrogram(audio: np.ndarray, params: SpectrogramParams, threads: int | None = None) -> np.ndarray:
+    """Mel magnitude (…, n_mels, frames) of audio (…, samples), float32, bit for bit
+    :func:`riffmask.core.codec.mel_spectrogram`; needs :func:`riffmask.core.dft.available`.
+
+    ``threads`` caps the threads of the FFT (default: MKL's own choice).
+    """
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    used = filter_arrays(params)["bank"].shape[0]
+    spec = dft.rfft_rows(_frames(audio, params), threads)[:, :used]
+    mag = torch_abs(spec).T  # (used, clips * frames)
+    mel = _mel_of_magnitudes(np.ascontiguousarray(mag), params)
+    count = params.frames_for(audio.shape[-1])
+    return mel.reshape(params.num_frequencies, -1, count).transpose(1, 0, 2).reshape(
+        *audio.shape[:-1], params.num_frequencies, count
+    )
+
+
+def mel_array(
+    audio: np.ndarray, params: SpectrogramParams = SpectrogramParams(), threads: int | None = None
+) -> np.ndarray:
+    """:func:`riffmask.core.codec.mel_spectrogram` as a numpy array, without torch where it can."""
+    if dft.available():
+        return fast_mel_spectrogram(audio, params, threads)
+    from riffmask.core.codec import mel_spectrogram
+
+    return mel_spectrogram(audio, params).numpy()
+
+
+def warm(params: SpectrogramParams) -> None:
+    """Load the FFT library and the format's arrays now (e.g. before forking workers), transforming nothing."""
+    if dft.available():
+        _band_order(params)
+    else:
+        from riffmask.core.codec import mel_spectrogram
+
+        mel_spectrogram(np.zeros(params.n_fft, np.float32), params)
+
+
+def audio_to_image(
+    audio: np.ndarray, params: SpectrogramParams = SpectrogramParams(), mode: Mode = "paper"
+) -> Image.Image:
+    """Spectrogram image of mono audio (samples,) or stereo audio (2, samples)."""
+    return image_from_mel(mel_array(audio, params), params, mode)
