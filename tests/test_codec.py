@@ -230,3 +230,11 @@ def test_filter_cache_in_an_unwritable_place_still_works(tmp_path, monkeypatch):
     params = SpectrogramParams(num_frequencies=32)
     _fresh_codec_arrays()
     assert np.array_equal(codec._pseudo_inverse(params).numpy(), codec.build_filter_arrays(params)["pinv"])
+
+
+def test_pghi_kernel_is_compiled_into_the_user_cache_folder():
+    from riffmask.common.cache import cache_dir
+    from riffmask.core.phase import pghi
+
+    pghi(np.ones((4, 6), np.float32), P)
+    assert list((cache_dir() / "numba").rglob("phase._integrate-*.nbi")), "numba's index of the compiled kernel"

@@ -13,67 +13,88 @@ gives differs from an exact heap only between cells less than 1/1000 of the dyna
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 import numba
 import numpy as np
 
+from riffmask.common.cache import cache_dir
 from riffmask.core.params import SpectrogramParams
 
 HANN_LAMBDA = 0.25645
 LEVELS = 1024
 
 
-@numba.njit(cache=True, nogil=True)
-def _integrate(level, dphi_dt, dphi_dk, phase, levels):  # pragma: no cover - compiled
-    """Fill ``phase`` (T, K) in place for cells with level >= 0, loudest-first (bucket queue)."""
-    n_t, n_k = level.shape
-    size = n_t * n_k
-    seed_head = np.full(levels, -1, np.int64)
-    seed_next = np.empty(size, np.int64)
-    for cell in range(size):
-        b = level.flat[cell]
-        if b >= 0:
-            seed_next[cell] = seed_head[b]
-            seed_head[b] = cell
-    done = np.zeros(size, np.bool_)
-    head = np.full(levels, -1, np.int64)
-    nxt = np.empty(size, np.int64)
-    for seed_bucket in range(levels - 1, -1, -1):
-        seed = seed_head[seed_bucket]
-        while seed != -1:
-            if not done[seed]:
-                done[seed] = True
-                phase.flat[seed] = 0.0
-                top = seed_bucket
-                head[top] = seed
-                nxt[seed] = -1
-                while top >= 0:
-                    cur = head[top]
-                    if cur == -1:
-                        top -= 1
-                        continue
-                    head[top] = nxt[cur]
-                    t = cur // n_k
-                    k = cur - t * n_k
-                    for dt, dk in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-                        tt = t + dt
-                        kk = k + dk
-                        if tt < 0 or tt >= n_t or kk < 0 or kk >= n_k:
+@contextlib.contextmanager
+def _compiled_kernels_in_user_cache() -> Iterator[None]:
+    """numba keeps a ``cache=True`` kernel beside its source (site-packages) unless NUMBA_CACHE_DIR says
+    otherwise; kernels decorated inside this block go to the user's cache folder instead. numba fixes a
+    kernel's cache path when it is decorated, so its setting is restored for everything else."""
+    before = numba.config.CACHE_DIR
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        numba.config.CACHE_DIR = str(cache_dir() / "numba")
+    try:
+        yield
+    finally:
+        numba.config.CACHE_DIR = before
+
+
+with _compiled_kernels_in_user_cache():
+
+    @numba.njit(cache=True, nogil=True)
+    def _integrate(level, dphi_dt, dphi_dk, phase, levels):  # pragma: no cover - compiled
+        """Fill ``phase`` (T, K) in place for cells with level >= 0, loudest-first (bucket queue)."""
+        n_t, n_k = level.shape
+        size = n_t * n_k
+        seed_head = np.full(levels, -1, np.int64)
+        seed_next = np.empty(size, np.int64)
+        for cell in range(size):
+            b = level.flat[cell]
+            if b >= 0:
+                seed_next[cell] = seed_head[b]
+                seed_head[b] = cell
+        done = np.zeros(size, np.bool_)
+        head = np.full(levels, -1, np.int64)
+        nxt = np.empty(size, np.int64)
+        for seed_bucket in range(levels - 1, -1, -1):
+            seed = seed_head[seed_bucket]
+            while seed != -1:
+                if not done[seed]:
+                    done[seed] = True
+                    phase.flat[seed] = 0.0
+                    top = seed_bucket
+                    head[top] = seed
+                    nxt[seed] = -1
+                    while top >= 0:
+                        cur = head[top]
+                        if cur == -1:
+                            top -= 1
                             continue
-                        other = tt * n_k + kk
-                        b = level[tt, kk]
-                        if done[other] or b < 0:
-                            continue
-                        if dt != 0:
-                            step = 0.5 * (dphi_dt[t, k] + dphi_dt[tt, kk]) * dt
-                        else:
-                            step = 0.5 * (dphi_dk[t, k] + dphi_dk[tt, kk]) * dk
-                        phase[tt, kk] = phase[t, k] + step
-                        done[other] = True
-                        nxt[other] = head[b]
-                        head[b] = other
-                        if b > top:
-                            top = b
-            seed = seed_next[seed]
+                        head[top] = nxt[cur]
+                        t = cur // n_k
+                        k = cur - t * n_k
+                        for dt, dk in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                            tt = t + dt
+                            kk = k + dk
+                            if tt < 0 or tt >= n_t or kk < 0 or kk >= n_k:
+                                continue
+                            other = tt * n_k + kk
+                            b = level[tt, kk]
+                            if done[other] or b < 0:
+                                continue
+                            if dt != 0:
+                                step = 0.5 * (dphi_dt[t, k] + dphi_dt[tt, kk]) * dt
+                            else:
+                                step = 0.5 * (dphi_dk[t, k] + dphi_dk[tt, kk]) * dk
+                            phase[tt, kk] = phase[t, k] + step
+                            done[other] = True
+                            nxt[other] = head[b]
+                            head[b] = other
+                            if b > top:
+                                top = b
+                seed = seed_next[seed]
 
 
 def pghi(
