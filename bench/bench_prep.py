@@ -1,5 +1,8 @@
 """Throughput of ``riffmask prep`` with its defaults on a mixed folder of real sounds (target: >= 100x
-real time on this 2-core machine), beside one worker process as the reference.
+real time on this 2-core machine), beside one worker process, and beside the defaults with the FFT run
+by torch in every worker as before the torch-free forward path (``riffmask.core.forward``): the same
+run, so the ratio holds whatever else the machine does. The datasets' fingerprints (every pixel) must
+be equal.
 
 The folder is built from the six real everyday sounds (``bench.common.real_sounds``): each file a
 different mix of them, 10 to 60 s long, as mp3, ogg and wav at 24, 32, 44.1 and 48 kHz, so that
@@ -9,10 +12,14 @@ Usage: ``python -m bench.bench_prep [FILES]`` (default 18).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import soundfile as sf
@@ -20,9 +27,12 @@ import soxr
 
 from bench.common import best_of, real_sounds, write_result
 from riffmask.common.config import load_config
+from riffmask.core import dft
 from riffmask.core.audio import load_audio, write_wav
+from riffmask.core.forward import mel_array
 from riffmask.data_prep.config import PrepConfig
 from riffmask.data_prep.dataset import prepare_dataset
+from riffmask.data_prep.readers import dataset_fingerprint
 from riffmask.data_prep.source_file import warm_codec
 
 FORMATS = (("mp3", 44100), ("mp3", 24000), ("ogg", 48000), ("wav", 32000), ("mp3", 48000), ("ogg", 24000))
@@ -57,7 +67,8 @@ def write_mixed_folder(root: Path, files: int) -> dict[str, float]:
 
 
 def stage_times(path: Path, cfg: PrepConfig) -> dict[str, float]:
-    """Seconds per 512-px clip of each step, on one thread (what one worker spends)."""
+    """Seconds per 512-px clip of each step, on one thread (what one worker spends): ``mel`` by the
+    torch-free path, ``mel_torch`` by torch."""
     import torch
 
     from riffmask.core.codec import image_from_mel, mel_spectrogram
@@ -74,7 +85,8 @@ def stage_times(path: Path, cfg: PrepConfig) -> dict[str, float]:
             png, wav = Path(tmp) / "a.png", Path(tmp) / "a.wav"
             times = {
                 "decode_mp3": best_of(lambda: load_audio(path))[0] / clips,
-                "mel": best_of(lambda: mel_spectrogram(clip, cfg.params))[0],
+                "mel": best_of(lambda: mel_array(clip, cfg.params, threads=1))[0],
+                "mel_torch": best_of(lambda: mel_spectrogram(clip, cfg.params))[0],
                 "image": best_of(lambda: image_from_mel(mel, cfg.params, cfg.spectrogram.spectrogram_mode))[0],
                 "png": best_of(lambda: image.save(png, format="PNG", compress_level=cfg.png_compress_level))[0],
                 "wav": best_of(lambda: write_wav(wav, clip))[0],
@@ -91,12 +103,16 @@ def main(files: int = 18) -> None:
         per_format = write_mixed_folder(root, files)
         seconds = sum(per_format.values())
         warm_codec(load_config(PrepConfig, "paper").params)  # filter banks (disk cache) before timing
-        runs = {}
-        for name, overrides in (("defaults", []), ("one_process", ["num_proc=1"])):
+        runs, fingerprints = {}, set()
+        load = os.getloadavg()[0]
+        for name, overrides in (("defaults", []), ("one_process", ["num_proc=1"]), ("defaults_torch_fft", [])):
             cfg = load_config(PrepConfig, "paper", overrides)
+            torch_fft = mock.patch.object(dft, "available", lambda: False)  # the workers inherit it
             start = time.perf_counter()
-            result = prepare_dataset(root, Path(tmp) / name, cfg, progress=False)
+            with torch_fft if name.endswith("torch_fft") else contextlib.nullcontext():
+                result = prepare_dataset(root, Path(tmp) / name, cfg, progress=False)
             took = time.perf_counter() - start
+            fingerprints.add(dataset_fingerprint(Path(tmp) / name))
             runs[name] = {
                 "num_proc": cfg.workers,
                 "seconds": round(took, 2),
@@ -105,8 +121,18 @@ def main(files: int = 18) -> None:
                 "seconds_per_clip": round(took / result.report["clips_written"], 4),
             }
             print(f"{name}: {runs[name]}", flush=True)
+        # The whole command as a user runs it: process start and imports included (no torch in it).
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "riffmask.cli", "prep", str(root), str(Path(tmp) / "cli")], check=True,
+                       capture_output=True)  # fmt: skip
+        took = time.perf_counter() - start
+        fingerprints.add(dataset_fingerprint(Path(tmp) / "cli"))
+        runs["riffmask_prep_command"] = {"seconds": round(took, 2), "x_real_time": round(seconds / took, 1)}
+        print(f"riffmask prep: {runs['riffmask_prep_command']}", flush=True)
         stages = stage_times(next(root.rglob("*.mp3")), cfg)
     print("per clip, one thread:", stages)
+    if len(fingerprints) != 1:
+        raise SystemExit(f"the runs made different datasets: {sorted(fingerprints)}")
     write_result(
         "prep",
         {
@@ -115,6 +141,9 @@ def main(files: int = 18) -> None:
             "seconds_per_format": {k: round(v, 1) for k, v in sorted(per_format.items())},
             "target_x_real_time": 100,
             "runs": runs,
+            "speedup_vs_torch_fft": round(runs["defaults_torch_fft"]["seconds"] / runs["defaults"]["seconds"], 2),
+            "same_pixels_all_runs": True,
+            "load_average_at_start": round(load, 2),
             "per_clip_one_thread_s": stages,
             "png_compress_level": cfg.png_compress_level,
             "note": "whole runs incl. worker start and dataset build; 2 shared CPU cores, other jobs running",
