@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from riffmask.cli import build_parser, main
+from riffmask.cli import COMMAND_MODULES, STAGES, build_parser, main
 
 COMMANDS = [
     "spectrogram", "audio", "prep", "generate", "mask", "tiny-model", "train", "publish", "export", "eval", "sweep",
@@ -18,6 +18,12 @@ COMMANDS = [
 def test_every_stage_is_reachable():
     choices = build_parser()._subparsers._group_actions[0].choices
     assert sorted(choices) == sorted(COMMANDS)
+
+
+def test_a_command_names_the_stage_that_registers_it():
+    assert sorted(COMMAND_MODULES) == sorted(COMMANDS) and set(COMMAND_MODULES.values()) == set(STAGES)
+    for command, module in COMMAND_MODULES.items():
+        assert command in build_parser(command)._subparsers._group_actions[0].choices, module
 
 
 @pytest.mark.parametrize("command", COMMANDS)
