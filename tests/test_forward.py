@@ -70,6 +70,16 @@ def test_mel_and_pixels_equal_the_torch_codec(rng, params):
             assert same_image_bytes(audio, params, mode), (name, mode)
 
 
+def test_reused_buffers_carry_nothing_from_one_clip_to_the_next(rng):
+    params = SpectrogramParams(num_frequencies=64)
+    loud, other = (rng.standard_normal((2, SR)) * [[1.0], [1e-3]]).astype(np.float32)
+    first = forward.fast_mel_spectrogram(loud, params)
+    forward.fast_mel_spectrogram(other, params)  # same shape: the same buffers
+    forward.fast_mel_spectrogram(loud[: SR // 3], params)  # another shape: new buffers
+    assert np.array_equal(forward.fast_mel_spectrogram(loud, params), first)
+    assert np.array_equal(first, codec.mel_spectrogram(loud, params).numpy())
+
+
 def test_files_at_other_rates_and_channels_give_the_torch_pixels(tmp_path, rng):
     seconds = 6
     for rate, channels in ((8000, 1), (22050, 2), (48000, 2), (44100, 1)):

@@ -122,18 +122,22 @@ def _plan(n: int, batch: int, threads: int | None) -> _Plan:
         return _plans[key]
 
 
-def rfft_rows(signal: np.ndarray, threads: int | None = None) -> np.ndarray:
+def rfft_rows(signal: np.ndarray, threads: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """One-sided FFT of every row of ``signal`` (batch, n), float32 -> complex64 (batch, n // 2 + 1).
 
-    Bit for bit ``torch.fft.rfft`` of the same rows. ``signal`` must be C-contiguous and 64-byte
-    aligned (:func:`aligned_zeros`), since MKL's choice of kernel depends on it.
+    Bit for bit ``torch.fft.rfft`` of the same rows. ``signal`` (and ``out``, where the result goes when
+    given) must be C-contiguous and 64-byte aligned (:func:`aligned_zeros`): MKL's choice of kernel
+    depends on it.
     """
-    if signal.dtype != np.float32 or signal.ndim != 2 or not signal.flags.c_contiguous:
-        raise ValueError("rfft_rows needs a C-contiguous float32 array (batch, n)")
-    if signal.ctypes.data % ALIGNMENT:
-        raise ValueError("rfft_rows needs a 64-byte aligned array (see aligned_zeros)")
-    batch, n = signal.shape
-    out = aligned_zeros((batch, n // 2 + 1), np.complex64)
+    batch, n = signal.shape if signal.ndim == 2 else (0, 0)
+    out = aligned_zeros((batch, n // 2 + 1), np.complex64) if out is None else out
+    for array, dtype in ((signal, np.float32), (out, np.complex64)):
+        if array.dtype != dtype or array.ndim != 2 or not array.flags.c_contiguous or len(array) != batch:
+            raise ValueError(f"rfft_rows needs C-contiguous {np.dtype(dtype)} arrays of {batch or 'the same'} rows")
+        if array.ctypes.data % ALIGNMENT:
+            raise ValueError("rfft_rows needs 64-byte aligned arrays (see aligned_zeros)")
+    if out.shape[1] != n // 2 + 1:
+        raise ValueError(f"rfft_rows: out needs {n // 2 + 1} columns, has {out.shape[1]}")
     plan = _plan(n, batch, threads)
     _check(plan.lib.DftiComputeForward(plan.handle, signal.ctypes.data, out.ctypes.data), "transform")
     return out
