@@ -11,8 +11,9 @@ with numpy and torch's own FFT library (:mod:`riffmask.core.dft`), step by step 
 - the mel sums in torch's sparse-CSR order: for each band, its bins one after another, each
   ``out += weight * magnitude`` rounded to float32 (no fused multiply-add), from zero.
 
-Any other order or FFT changes about one pixel in 10^5 (``bench/bench_codec.py``), so where the FFT
-library is not reachable :func:`mel_array` uses torch. The filter bank, its inverse and the window
+Another FFT changes a few pixels in 10^5 of a real clip, and thousands on a file with silent bands
+(``python -m bench.bench_codec forward``), so where the FFT library is not reachable :func:`mel_array`
+uses torch. The filter bank, its inverse and the window
 come from the user's cache folder (:mod:`riffmask.common.cache`); building them the first time loads
 librosa and torch.
 """
