@@ -26,6 +26,9 @@ DTYPES = ("float32", "float16", "bfloat16")
 #: Generation decodes from the input sound's phase (and that start's 6 iterations), keeping generation all model.
 GENERATE_DECODE = DecodeConfig(phase_start="input")
 SEED_LIMIT = 2**63  # torch generators take seeds below 2**64; leave room for seed + k
+#: Longest loop: its VAE encodes and decodes the whole loop at once (tiles would not wrap), so memory
+#: grows with the length; a minute is 16 bars at 64 bpm and stays within a few GB.
+MAX_LOOP_SECONDS = 60.0
 
 
 @dataclass
@@ -125,6 +128,14 @@ class LoopConfig:
         "the mask released near the wrap so the model bridges it, or both",
     )
 
+    def seconds(self) -> float | None:
+        """The asked loop length (``loop_seconds``, else ``bars`` at ``bpm``); None: the processed part's."""
+        if self.loop_seconds is not None:
+            return self.loop_seconds
+        if self.bpm is not None and self.bars is not None:
+            return self.bars * self.beats_per_bar * 60.0 / self.bpm
+        return None
+
     def validate(self) -> None:
         tempo = (self.bpm, self.bars)
         if not self.loop and (self.loop_seconds is not None or any(v is not None for v in tempo)):
@@ -137,6 +148,13 @@ class LoopConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name}: must be positive, got {value}")
+        seconds = self.seconds()
+        if seconds is not None and seconds > MAX_LOOP_SECONDS:
+            asked = "loop_seconds" if self.loop_seconds is not None else "bpm, bars, beats_per_bar"
+            raise ConfigError(
+                f"{asked}: a loop lasts at most {MAX_LOOP_SECONDS:g} s (its VAE runs on the whole loop at once), "
+                f"got {seconds:g} s"
+            )
 
 
 @dataclass

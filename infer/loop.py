@@ -36,7 +36,7 @@ from riffmask.common.errors import RiffmaskError
 from riffmask.core.codec import circular_stft, image_from_mel, linear_from_mel, mel_from_image
 from riffmask.core.decode import DecodeConfig
 from riffmask.core.decode.griffin_lim import griffin_lim
-from riffmask.infer.config import GenerateConfig
+from riffmask.infer.config import MAX_LOOP_SECONDS, GenerateConfig
 from riffmask.infer.mask import make_mask
 
 #: The sound after the loop's end cross-faded into its head (equal power), in seconds.
@@ -137,12 +137,8 @@ def window_joins(width: int, window: int, overlap: int, loop: bool) -> list[floa
 # --------------------------------------------------------------------------- length and input
 def loop_samples(cfg: GenerateConfig, part_samples: int) -> int:
     """Samples of the loop: ``loop_seconds``, else ``bars`` of ``bpm``, else the part's own length."""
-    rate, loop = cfg.spectrogram.params.sample_rate, cfg.looping
-    if loop.loop_seconds is not None:
-        return round(loop.loop_seconds * rate)
-    if loop.bpm is not None and loop.bars is not None:
-        return round(loop.bars * loop.beats_per_bar * 60.0 / loop.bpm * rate)
-    return part_samples
+    seconds = cfg.looping.seconds()
+    return part_samples if seconds is None else round(seconds * cfg.spectrogram.params.sample_rate)
 
 
 def loopable(audio: np.ndarray, samples: int, fade: int) -> np.ndarray:
@@ -213,6 +209,11 @@ def loop_input(audio: np.ndarray, cfg: GenerateConfig, grid: int) -> LoopInput:
     frames = round(samples / hop)
     if frames < 2 * params.win_length // hop:
         raise RiffmaskError(f"loop of {samples / rate:.3f} s is too short (at least {2 * params.win_length / rate} s)")
+    if samples > MAX_LOOP_SECONDS * rate:  # the part's own length (asked lengths are checked with the options)
+        raise RiffmaskError(
+            f"loop of {samples / rate:.1f} s (the processed part) is too long: a loop lasts at most "
+            f"{MAX_LOOP_SECONDS:g} s; give --loop-seconds or --duration"
+        )
     fade = round(FADE_SECONDS * rate) if cfg.looping.loop_seam in ("crossfade", "both") else 0
     part = loopable(audio, samples, fade)
     periodic = resample_periodic(part, frames * hop)

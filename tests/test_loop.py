@@ -12,11 +12,12 @@ from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image
 
 from riffmask.common.config import ConfigError
+from riffmask.common.errors import RiffmaskError
 from riffmask.core.codec import circular_stft, linear_from_mel
 from riffmask.core.decode.griffin_lim import griffin_lim
 from riffmask.core.params import SpectrogramParams
 from riffmask.infer.generate import generate_sound
-from riffmask.infer.loop import circular_time_padding, loop_windows, loopable, window_joins
+from riffmask.infer.loop import circular_time_padding, loop_input, loop_windows, loopable, window_joins
 from riffmask.infer.pipeline import MaskedRiffusionPipeline
 from riffmask.metrics.seams import seam_scores
 
@@ -189,11 +190,30 @@ def test_generated_loop_has_exact_length_and_a_seamless_wrap(tiny_model_dir, set
         ({"loop": True, "bpm": 120}, "go together"),
         ({"loop": True, "loop_seconds": 2.0, "bpm": 120, "bars": 2}, "not both"),
         ({"loop": True, "loop_seconds": -1.0}, "positive"),
+        ({"loop": True, "loop_seconds": 600.0}, r"^loop_seconds: a loop lasts at most 60 s .*got 600 s$"),
+        ({"loop": True, "bpm": 60, "bars": 16}, r"^bpm, bars, beats_per_bar: .*at most 60 s .*got 64 s$"),
     ],
 )
 def test_loop_options_are_checked(tiny_model_dir, settings, message):
     with pytest.raises(ConfigError, match=message):
         small_config(tiny_model_dir, **settings)
+
+
+def test_too_long_loops_are_refused_up_front(tmp_path, capsys):
+    from riffmask.cli import main
+    from riffmask.core.audio import write_wav
+
+    write_wav(tmp_path / "in.wav", tone(330, 0.5))
+    # Refused while reading the options: the model (here a folder that does not exist) is never loaded.
+    code = main(["generate", str(tmp_path / "in.wav"), "--model", str(tmp_path / "no-model"), "--out",
+                 str(tmp_path / "out"), "--loop", "--loop-seconds", "600"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert code == 2 and len(lines) == 1 and "loop_seconds" in lines[0] and "at most 60 s" in lines[0]
+    assert not (tmp_path / "out").exists()
+    # Without an asked length the loop is the processed part: a part over a minute is refused before any work.
+    cfg = small_config(tmp_path / "no-model", loop=True, max_seconds=None)
+    with pytest.raises(RiffmaskError, match=r"loop of 61\.0 s .* at most 60 s; give --loop-seconds or --duration"):
+        loop_input(np.zeros(61 * SR, dtype=np.float32), cfg, grid=16)
 
 
 def test_generate_loop_then_eval_seams_reads_the_sidecars(tiny_model_dir, tmp_path):
