@@ -118,7 +118,7 @@ class LoopConfig:
     """Loop mode (:mod:`riffmask.infer.loop`): a seamless loop of an exact length."""
 
     loop: bool = option(False, help="make a seamless loop: played end to start, the output has no seam")
-    loop_seconds: float | None = option(None, help="loop length in seconds (default: the processed part's)")
+    loop_seconds: float | None = option(None, help="loop length in seconds, at most 60 (default: the processed part's)")
     bpm: float | None = option(None, help="loop tempo in beats per minute; with bars, sets the loop length")
     bars: int | None = option(None, help="loop length in bars of beats_per_bar beats at bpm")
     beats_per_bar: int = option(4, help="beats per bar, for bars")
