@@ -8,6 +8,10 @@
   same model, mask and settings, joined with 0.2 s crossfades. The seam score at every join of each;
   the input's own score at the same times beside it, because the joined input has changes of its
   own (where one sound meets the next).
+* Grid reference: the same outputs cut at the other points of the model's grid (every 16 px of the
+  tiny model: its VAE's 8 times its UNet's 2), where the wrap and the window joins also lie. The
+  random model's texture is rougher there than between them, and ordinary cuts of a noise texture
+  score above 1.2 now and then: this says how a join scores that is no seam at all.
 * Cost: loop mode per UNet step and per 4 s clip against plain generation, same image size and
   settings, runs interleaved.
 
@@ -19,6 +23,8 @@ from that texture; they say nothing about musical quality. ``python -m bench.ben
 from __future__ import annotations
 
 import json
+import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -49,9 +55,19 @@ def _wrap(audio: np.ndarray) -> dict:
     return {"seam": score.seam, "click": score.click}
 
 
+def _grid_cuts(audio: np.ndarray, px: float, grid: int, width: int) -> list[float]:
+    """Wrap scores of a loop cut at each other point of the model's grid (``px`` samples per image px)."""
+    return [_wrap(np.roll(audio, -round(k * grid * px)))["seam"] for k in range(1, width // grid)]
+
+
+def _summary(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "max": float(np.max(values)), "share_over_1.2": float(np.mean(
+        np.array(values) > 1.2)), "count": len(values)}
+
+
 def loops(pipe, cfg: GenerateConfig, sounds: list[Path]) -> dict:
     """Wrap scores per sound: loop mode with each seam strategy, and plain generation end to start."""
-    rows = []
+    rows, grid_cuts = [], []
     for path in sounds:
         audio = load_audio(path)
         row = {"sound": path.stem}
@@ -63,12 +79,17 @@ def loops(pipe, cfg: GenerateConfig, sounds: list[Path]) -> dict:
             (gen,) = generate_sound(pipe, audio, loop_cfg)
             assert len(gen.audio) == round(LOOP_SECONDS * SR)
             row[f"loop_{seam}"] = _wrap(gen.audio)
+            if seam == "crossfade":
+                width = gen.output_image.width
+                grid_cuts += _grid_cuts(gen.audio, len(gen.audio) / width, loop_grid(pipe), width)
         rows.append(row)
         print(json.dumps(row))
     kinds = [k for k in rows[0] if k != "sound"]
     means = {k: {m: float(np.mean([r[k][m] for r in rows])) for m in ("seam", "click")} for k in kinds}
     clicks = {k: sum(r[k]["click"] > CLICK_LIMIT for r in rows) for k in kinds}
-    return {"per_sound": rows, "mean": means, "clicks": clicks, "loop_seconds": LOOP_SECONDS}
+    worst = {k: float(np.max([r[k]["seam"] for r in rows])) for k in kinds}
+    return {"per_sound": rows, "mean": means, "worst": worst, "clicks": clicks, "loop_seconds": LOOP_SECONDS,
+            "crossfade_loops_cut_at_other_grid_points": _summary(grid_cuts)}
 
 
 def _crossfade_join(pieces: list[np.ndarray], fade: int) -> tuple[np.ndarray, list[float]]:
@@ -109,6 +130,13 @@ def long_inputs(pipe, cfg: GenerateConfig, sounds: list[Path]) -> dict:
         part = result[key]
         part["seam_mean"], part["seam_max"] = float(np.mean(part["seam"])), float(np.max(part["seam"]))
         part["input_mean"] = float(np.mean(part["input_at_joins"]))
+    # The output cut at every other point of the model's grid (the joins lie on it), 1 s from the ends.
+    grid_seconds = loop_grid(pipe) * cfg.spectrogram.params.step_ms / 1000
+    first = grid_seconds * math.ceil(1.0 / grid_seconds)
+    points = [t for t in np.arange(first, len(long_input) / SR - 1.0, grid_seconds)
+              if min(abs(t - j) for j in ours.joins) > 0.3]
+    result["riffmask"]["cut_at_other_grid_points"] = _summary(
+        [seam_scores(ours.audio, SR, at=[float(t)])[0].seam for t in points])
     print(json.dumps(result))
     return result
 
@@ -141,6 +169,7 @@ def loop_cost(pipe, cfg: GenerateConfig, sound: Path) -> dict:
 
 def main() -> None:
     torch.set_num_threads(1)  # a shared machine: waiting OpenMP threads cost more than they give
+    load_at_start = os.getloadavg()
     sounds = real_sounds()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_tiny_pipeline(Path(tmp) / "tiny")
@@ -156,6 +185,7 @@ def main() -> None:
         "long_inputs": long_rows,
         "loop_cost": cost,
         "sounds": [p.name for p in sounds],
+        "load_average": {"start": load_at_start, "end": os.getloadavg()},  # 1, 5, 15 min; 2 cores, shared
         "notes": "seam = log-mel flux across a join / median flux inside the sound (1.0: no seam; goal <= 1.2); "
                  "click = sample jump at the join / RMS sample-to-sample change (a click above 4). "
                  "Random tiny weights: shows whether the machinery leaves joins, not musical quality.",
