@@ -48,6 +48,7 @@ SR = 44100
 LOOP_SECONDS = 4.0
 CROSSFADE_SECONDS = 0.2
 SETTINGS = {"steps": 6, "iterations": 6}  # strength 0.8: 4 denoising steps (+1 PNDM warm-up)
+ROUNDS = 4  # of the cost comparison: the machine is shared, its load changes while it runs
 
 
 def _wrap(audio: np.ndarray) -> dict:
@@ -153,8 +154,9 @@ def loop_cost(pipe, cfg: GenerateConfig, sound: Path) -> dict:
     common = {"strength": 0.8, "guidance_scale": 8.0, "num_inference_steps": steps, "output_type": "latent"}
     intervals: dict[str, list[float]] = {"loop": [], "plain": []}
     seconds: dict[str, list[float]] = {"loop": [], "plain": []}
-    for _ in range(2):
-        for kind, run_cfg, part in (("loop", loop_cfg, audio), ("plain", cfg, audio[:PAPER_CLIP_SAMPLES])):
+    runs = (("loop", loop_cfg, audio), ("plain", cfg, audio[:PAPER_CLIP_SAMPLES]))
+    for round_ in range(ROUNDS):  # alternating which goes first, so a change of load hits both alike
+        for kind, run_cfg, part in runs if round_ % 2 == 0 else runs[::-1]:
             intervals[kind] += step_intervals(lambda cb, looped=kind == "loop": pipe(
                 "jazz", image=source.image, mask_image=source.mask, generator=torch.Generator().manual_seed(1040),
                 loop=looped, callback_on_step_end=cb, **common))
