@@ -48,6 +48,16 @@ def process_state():
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
 
 
+def leave_process_group() -> None:
+    """Close this process's process group, if it joined one, before the interpreter exits: gloo's worker
+    threads still running while the interpreter shuts down abort the process (SIGABRT, "terminate called
+    without an active exception"), and torchrun then stops the whole launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def process_device(state) -> str:
     """This process's torch device: ``cuda:k`` for process k of a GPU launch; on CPUs plain ``cpu``, because
     accelerate's ``cpu:0`` gives other float rounding in some models (CLAP's) than ``cpu`` does."""

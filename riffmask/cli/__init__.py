@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # a launched command may have joined a process group
+            from riffmask.infer.distributed import leave_process_group
+
+            leave_process_group()
 
 
 if __name__ == "__main__":
