@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.common import real_sounds, write_result
+from bench.common import RESULTS, real_sounds, write_result
 
 GENRES_FILES, GENRE_SECONDS = 9, 8.0
 PREP_WORDS = ("width=64", "num_frequencies=64", "validation_fraction=0.34")
@@ -45,7 +45,8 @@ PREP_WORDS = ("width=64", "num_frequencies=64", "validation_fraction=0.34")
 MODES: dict[str, tuple[str, ...]] = {
     "full_from_random": (),
     "full": (),
-    "lora": ("mode=lora", "rank=8", "learning_rate=1e-2"),
+    "lora": ("mode=lora", "rank=16", "learning_rate=3e-3", "train_text_encoder=true",
+             "lora_target_modules=[to_k,to_q,to_v,to_out.0,proj_in,proj_out,ff.net.0.proj,ff.net.2]"),
     "full_8bit": ("optimizer=adamw8bit",),
     "text_encoder_phase": ("train_text_encoder=true", "text_encoder_steps=200", "text_encoder_learning_rate=1e-3"),
     "prior_preservation": ("with_prior_preservation=true", "class_prompt=music", "num_class_images=48"),
@@ -53,6 +54,7 @@ MODES: dict[str, tuple[str, ...]] = {
 MUSIC_BASE = ("captions=instance_prompt", "instance_prompt=music", "validation_steps=0", "checkpointing_steps=0")
 VALIDATION_EVERY = 250
 SWEEP_DOWNSHIFT = "0,50,...,250"
+RESULTS_FILE = RESULTS / "genre.json"
 
 
 def riffmask(*words: str, log: Path | None = None) -> float:
@@ -144,7 +146,8 @@ def sweep(work: Path, model: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--modes", default=",".join(MODES), help="comma list of modes (default: all)")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="comma list of modes (default: all); the other modes' rows of the last results are kept")
     parser.add_argument("--steps", type=int, default=1000, help="fine-tuning steps per mode")
     parser.add_argument("--base-steps", type=int, default=1000, help="steps of the music base")
     parser.add_argument("--work", type=Path,
@@ -162,12 +165,15 @@ def main(argv: list[str] | None = None) -> None:
         random_base, music_base = work / "tiny-model", work / "music-base"
         riffmask("tiny-model", str(random_base))
         base_cpu = music_base_cpu(work, random_base, music_base, args.base_steps)
+        # A run of some modes keeps the other modes' rows (and the sweep) of the last run: each row says its steps.
+        previous = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.is_file() else {}
+        kept = {mode: row for mode, row in previous.get("modes", {}).items() if mode in MODES and mode not in modes}
         results = {
             "material": {"files_per_genre": GENRES_FILES, "seconds": GENRE_SECONDS, "prep": list(PREP_WORDS)},
             "bases": {"tiny-model": evaluate(work, dataset, random_base),
                       "music-base": {**evaluate(work, dataset, music_base), "steps": args.base_steps,
                                      "cpu_minutes": round(base_cpu / 60, 2)}},
-            "modes": {},
+            "modes": dict(kept),
         }
 
         def one_mode(mode: str) -> None:
@@ -179,9 +185,11 @@ def main(argv: list[str] | None = None) -> None:
 
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(one_mode, modes))
-        results["modes"] = {mode: results["modes"][mode] for mode in modes}
+        results["modes"] = {mode: results["modes"][mode] for mode in MODES if mode in results["modes"]}
         if "full" in modes and not args.no_sweep:
             results["sweep"] = sweep(work, work / "runs" / "full")
+        elif "sweep" in previous:
+            results["sweep"] = previous["sweep"]
         write_result("genre", results)
 
 

@@ -72,6 +72,31 @@ def single_torch_thread():
     torch.set_num_threads(before)
 
 
+#: ``riffmask ARGS`` whose generate stalls for good inside the atomic write of the first image whose name ends
+#: with STALL_ON (once the file AFTER, if set, exists beside it), having printed "generate: stalled": the state
+#: in which a test kills it with kill -9 (:func:`killed_when_stalled`).
+STALLING_GENERATE = """
+import os, sys, time
+from pathlib import Path
+import riffmask.cli as c
+from riffmask.common.io import atomic_path
+from riffmask.infer import files
+save_image = files.save_image
+def stalling(image, path):
+    path = Path(path)
+    if path.name.endswith(os.environ["STALL_ON"]):
+        while os.environ.get("AFTER") and not (path.parent / os.environ["AFTER"]).exists():
+            time.sleep(0.05)
+        with atomic_path(path):
+            print("generate: stalled", file=sys.stderr, flush=True)
+            while True:
+                time.sleep(60)
+    save_image(image, path)
+files.save_image = stalling
+sys.exit(c.main(sys.argv[1:]))
+"""
+
+
 @contextlib.contextmanager
 def killed_when_stalled(cmd: list[str], marker: str, timeout: float = 120, **popen) -> Iterator[subprocess.Popen]:
     """Run ``cmd`` until it prints ``marker`` on stderr (a test-made stall), hand it to the block, then

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import test_train_support as support
-from conftest import SMALL_FLAGS, SR, killed_when_stalled, tone
+from conftest import SMALL_FLAGS, SR, STALLING_GENERATE, killed_when_stalled, tone
 from PIL import Image
 
 from riffmask.cli import main
@@ -61,25 +61,6 @@ def generate(model: Path, out: Path, *words) -> list[str]:
 
 
 # --------------------------------------------------------------------------- 1, 4: killed and concurrent runs
-STALLING_GENERATE = """
-import sys, time
-import riffmask.cli as c
-from riffmask.common.io import atomic_path
-from riffmask.infer import files
-saved, save_image = 0, files.save_image
-def stalling(image, path):
-    global saved
-    saved += 1
-    if saved == 3:  # NAME_output.png: its temporary file is made, never finished
-        with atomic_path(path):
-            print("generate: stalled", file=sys.stderr, flush=True)
-            while True:
-                time.sleep(60)
-    save_image(image, path)
-files.save_image = stalling
-c.STAGES = ("riffmask.cli.generate",)
-sys.exit(c.main(sys.argv[1:]))
-"""
 
 
 def test_kill_9_mid_item_then_rerun_finishes_it_and_a_second_run_meanwhile_refuses(
@@ -89,7 +70,7 @@ def test_kill_9_mid_item_then_rerun_finishes_it_and_a_second_run_meanwhile_refus
     assert run(capsys, *generate(tiny_model_dir, out, sounds / "b.wav"))[0] == 0
     earlier = snapshot(out)
     argv = [str(a) for a in generate(tiny_model_dir, out, sounds / "a.wav")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STALL_ON": "_output.png"}
     with killed_when_stalled([sys.executable, "-c", STALLING_GENERATE, *argv], "generate: stalled", env=env, cwd=ROOT):
         # Another run into the same folder while the first one writes: refused before loading a model.
         one_line_error(capsys, *generate(tiny_model_dir, out, sounds / "b.wav", "--seed", "5"),

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import soundfile as sf
-from conftest import SMALL_FLAGS, SR, killed_when_stalled, tone
+from conftest import SMALL_FLAGS, SR, STALLING_GENERATE, killed_when_stalled, tone
 
 from riffmask.metrics.results import read_csv
 from riffmask.metrics.tiny import save_tiny_clap
@@ -94,28 +94,6 @@ def test_two_processes_make_the_one_process_outputs_and_go_past_a_bad_input(tiny
     assert "0 generated, 6 skipped" in rerun.stdout, rerun.stderr[-3000:]  # finished items are not made again
 
 
-#: A generate process that stops for good in the middle of writing s3's output image, once s2 (the other
-#: process's last input) is complete: the state in which a whole launch is then killed with kill -9.
-STALLING_GENERATE = """
-import os, sys, time
-from pathlib import Path
-import riffmask.cli as c
-from riffmask.common.io import atomic_path
-from riffmask.infer import files
-save_image = files.save_image
-def stalling(image, path):
-    if Path(path).name == "s3_output.png":
-        while not (Path(path).parent / "s2.json").exists():
-            time.sleep(0.05)
-        with atomic_path(path):
-            print("generate: stalled", file=sys.stderr, flush=True)
-            while True:
-                time.sleep(60)
-    save_image(image, path)
-files.save_image = stalling
-c.STAGES = ("riffmask.cli.generate",)
-sys.exit(c.main(sys.argv[1:]))
-"""
 
 
 def test_a_distributed_run_killed_with_kill_9_is_finished_by_a_rerun_making_nothing_twice(tiny_model_dir, tmp_path):
@@ -127,7 +105,8 @@ def test_a_distributed_run_killed_with_kill_9_is_finished_by_a_rerun_making_noth
     script.write_text(STALLING_GENERATE)
     args = ["--model", str(tiny_model_dir), str(inputs), "--out", str(out), *SMALL_FLAGS]
     launch = [sys.executable, *_two_processes()]
-    env = dict(os.environ, **ENV)
+    # Process 1 stalls writing s3's output image once s2 (process 0's last input) is complete.
+    env = dict(os.environ, **ENV, STALL_ON="s3_output.png", AFTER="s2.json")
     stalled = killed_when_stalled([*launch, str(script), "generate", *args], "generate: stalled", timeout=600, env=env)
     with stalled as launcher:
         # The whole launch dies at once, as when a job is killed: the launcher and both processes (which

@@ -10,7 +10,7 @@ import pytest
 from conftest import SR, tone
 from skimage.metrics import structural_similarity
 
-from riffmask import cli
+from riffmask.cli import main
 from riffmask.core.audio import write_wav
 from riffmask.core.codec import audio_to_image, save_image
 from riffmask.core.decode import DecodeConfig, image_to_audio
@@ -20,12 +20,6 @@ from riffmask.metrics.pairs import evaluate_pairs, find_pairs, generation_pairs
 
 SMALL = SpectrogramParams(num_frequencies=64)
 
-
-@pytest.fixture
-def main(monkeypatch):
-    """``riffmask`` with only this stage's commands (other stages are tested on their own)."""
-    monkeypatch.setattr(cli, "STAGES", ("riffmask.cli.evaluate",))
-    return cli.main
 
 
 N_ITER = 3
@@ -119,7 +113,7 @@ def test_a_bad_pair_is_reported_and_the_batch_goes_on(tmp_path, image_pair):
     assert summary == {**summary, "n": 1, "failed": 2}
 
 
-def test_generation_folder_pairs_come_from_sidecars(main, tmp_path, image_pair):
+def test_generation_folder_pairs_come_from_sidecars(tmp_path, image_pair):
     a, b = image_pair
     save_image(a, tmp_path / "clip_input.png")
     save_image(b, tmp_path / "clip_output.png")
@@ -135,7 +129,7 @@ def test_generation_folder_pairs_come_from_sidecars(main, tmp_path, image_pair):
     assert json.loads((tmp_path / "r.json").read_text())["items"][0]["ssim"] == pytest.approx(similarity.ssim(a, b))
 
 
-def test_eval_pairs_cli_prints_and_writes_csv_json_report(main, tmp_path, image_pair, capsys):
+def test_eval_pairs_cli_prints_and_writes_csv_json_report(tmp_path, image_pair, capsys):
     a, b = image_pair
     save_image(a, tmp_path / "in" / "k.png")
     save_image(b, tmp_path / "out" / "k.png")
@@ -149,7 +143,7 @@ def test_eval_pairs_cli_prints_and_writes_csv_json_report(main, tmp_path, image_
     assert "ssim" in printed and "k" in printed and report.stat().st_size > 1000
 
 
-def test_eval_pairs_cli_names_folders_without_matches(main, tmp_path, capsys):
+def test_eval_pairs_cli_names_folders_without_matches(tmp_path, capsys):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     assert main(["eval", "pairs", str(tmp_path / "a"), str(tmp_path / "b")]) == 2

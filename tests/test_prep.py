@@ -242,7 +242,6 @@ def stalling(*args, **kwargs):
         while True:
             time.sleep(60)
 source_file.write_wav = stalling
-c.STAGES = ("riffmask.cli.prep",)
 sys.exit(c.main(sys.argv[1:]))
 """
 

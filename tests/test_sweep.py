@@ -10,7 +10,7 @@ import pytest
 from conftest import tone
 from PIL import Image
 
-from riffmask import cli
+from riffmask.cli import main
 from riffmask.core.audio import write_wav
 from riffmask.metrics import stats, sweep
 from riffmask.metrics.results import read_csv, write_csv
@@ -18,11 +18,6 @@ from riffmask.metrics.results import read_csv, write_csv
 # A 64 x 64 spectrogram, a few steps, quick decodes: the tiny model's scale.
 SMALL = ["window=64", "overlap=0", "num_frequencies=64", "steps=2", "guidance=1.0", "iterations=2", "device=cpu"]
 
-
-@pytest.fixture
-def main(monkeypatch):
-    monkeypatch.setattr(cli, "STAGES", ("riffmask.cli.generate", "riffmask.cli.evaluate"))
-    return cli.main
 
 
 def test_values_expand_series_and_keep_the_last_value():
@@ -50,7 +45,7 @@ def test_paired_comparison_matches_its_definition():
     assert 0 < got["p"] < 0.05 and got["n"] == 4
 
 
-def test_sweep_cli_generates_scores_plots_and_resumes(main, tmp_path, tiny_model_dir, capsys):
+def test_sweep_cli_generates_scores_plots_and_resumes(tmp_path, tiny_model_dir, capsys):
     write_wav(tmp_path / "in" / "kettle.wav", tone(500.0, 0.3))
     (tmp_path / "in" / "notes.wav").write_bytes(b"RIFF junk")  # unreadable: reported, the sweep goes on
     out = tmp_path / "sweep"
@@ -87,20 +82,20 @@ def test_sweep_cli_generates_scores_plots_and_resumes(main, tmp_path, tiny_model
     assert "report:" in capsys.readouterr().out
 
 
-def test_sweep_needs_something_to_sweep(main, tmp_path, tiny_model_dir, capsys):
+def test_sweep_needs_something_to_sweep(tmp_path, tiny_model_dir, capsys):
     write_wav(tmp_path / "a.wav", tone(300.0, 0.2))
     assert main(["sweep", str(tmp_path / "a.wav"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o")]) == 2
     assert "nothing to sweep" in capsys.readouterr().err
 
 
-def test_a_model_that_cannot_load_stops_the_sweep(main, tmp_path, capsys):
+def test_a_model_that_cannot_load_stops_the_sweep(tmp_path, capsys):
     write_wav(tmp_path / "a.wav", tone(300.0, 0.2))
     argv = ["sweep", str(tmp_path / "a.wav"), "--model", str(tmp_path / "no-model"), "--downshift", "0,255"]
     assert main([*argv, "--out", str(tmp_path / "o"), *SMALL]) == 2
     assert "no-model" in capsys.readouterr().err and not (tmp_path / "o" / "sweep.csv").exists()
 
 
-def test_sweep_of_several_prompts_rates_the_genre(main, tmp_path, tiny_model_dir):
+def test_sweep_of_several_prompts_rates_the_genre(tmp_path, tiny_model_dir):
     """With two prompts, each output is classified among them: ``genre`` against ``input_genre``."""
     write_wav(tmp_path / "in" / "kettle.wav", tone(500.0, 0.3))
     out = tmp_path / "sweep"
