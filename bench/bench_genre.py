@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.common import real_sounds, write_result
+from bench.common import RESULTS, real_sounds, write_result
 
 GENRES_FILES, GENRE_SECONDS = 9, 8.0
 PREP_WORDS = ("width=64", "num_frequencies=64", "validation_fraction=0.34")
@@ -52,7 +52,8 @@ MODES: dict[str, tuple[str, ...]] = {
 }
 MUSIC_BASE = ("captions=instance_prompt", "instance_prompt=music", "validation_steps=0", "checkpointing_steps=0")
 VALIDATION_EVERY = 250
-SWEEP_DOWNSHIFT = "0,50,...,250"
+#: From keeping the mask's loud parts to the end (0) to plain img2img (255, SPEC §2).
+SWEEP_DOWNSHIFT = "0,85,...,255"
 
 
 def riffmask(*words: str, log: Path | None = None) -> float:
@@ -136,7 +137,7 @@ def sweep(work: Path, model: Path) -> dict:
                    log=work / "sweep.log")
     by_value = json.loads((out / "summary.json").read_text())["by_value"]["downshift"]
     curve = [{"downshift": point["value"], **{m: round(by_value[m][i]["mean"], 3) for m in
-                                              ("ssim", "chroma", "genre", "input_genre")}}
+                                              ("ssim", "ssim_vae", "chroma", "genre", "input_genre")}}
              for i, point in enumerate(by_value["ssim"])]
     return {"sounds": [s.name for s in sounds], "prompts": genres, "cpu_minutes": round(cpu / 60, 2),
             "by_downshift": curve}
@@ -151,7 +152,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="working folder, kept (default: a temporary one); a rerun reuses its material and bases")
     parser.add_argument("--jobs", type=int, default=1, help="modes trained side by side (one CPU core each)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the generation sweep")
+    parser.add_argument("--sweep-only", action="store_true",
+                        help="only the sweep, of WORK/runs/full of an earlier run with --work; keeps the rest")
     args = parser.parse_args(argv)
+    if args.sweep_only:
+        if args.work is None or not (args.work / "runs" / "full" / "model_index.json").is_file():
+            raise SystemExit("--sweep-only: give --work, the folder of an earlier run that trained the full mode")
+        earlier = json.loads((RESULTS / "genre.json").read_text())
+        earlier.pop("machine", None)
+        write_result("genre", {**earlier, "sweep": sweep(args.work, args.work / "runs" / "full")})
+        return
     modes = [m for m in args.modes.split(",") if m]
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
