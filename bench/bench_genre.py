@@ -19,7 +19,8 @@
    rusage), and the CPU time at each validation step is that total pro rata of steps.
 4. The paper's trade-off in miniature: ``riffmask sweep`` of the full fine-tune on the six real
    everyday sounds with each genre prompt, per downshift: the genre rate of the outputs (how often an
-   output made with prompt G reads as G) and of the inputs, beside SSIM to the input.
+   output latent made with prompt G reads as G) and of the inputs, beside SSIM to the input and to
+   its VAE round trip (the tiny model's random VAE hides the downshift from plain SSIM).
 
     python -m bench.bench_genre                        # writes bench/results/genre.json
     python -m bench.bench_genre --modes full,lora --steps 1000
