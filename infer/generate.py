@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -30,6 +31,9 @@ from riffmask.core.params import SpectrogramParams
 from riffmask.infer.config import GenerateConfig
 from riffmask.infer.loop import LoopInput, decode_loop, loop_grid, loop_input, window_joins
 from riffmask.infer.mask import make_mask
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -45,6 +49,10 @@ class Generation:
     audio: np.ndarray
     model_seconds: float = 0.0  # this item's share of the pipeline call (text encoder, UNet, VAE)
     joins: list[float] = field(default_factory=list)  # seconds where MultiDiffusion windows meet
+    #: The denoised latent (scaled, float32, CPU) that ``output_image`` was decoded from. What the model
+    #: made, before the VAE: the genre rate of ``riffmask sweep`` classifies it, since encoding the
+    #: decoded image again does not give it back (with the tiny model's random VAE, not even nearly).
+    latent: torch.Tensor | None = None
 
 
 def padded_width(num_samples: int, cfg: GenerateConfig) -> int:
@@ -140,6 +148,7 @@ def _generate_same_width(
     # Wide images: the VAE encodes/decodes in blended tiles (its attention would not fit otherwise);
     # a loop's VAE must see the whole circle instead.
     (pipe.vae.enable_tiling if wide and not loop else pipe.vae.disable_tiling)()
+    final: dict[str, torch.Tensor] = {}
     started = time.perf_counter()
     result = pipe(
         prompt=[p for p, _ in items] * len(prepared),
@@ -154,7 +163,7 @@ def _generate_same_width(
         window_overlap=sampling.overlap,
         windows_per_batch=sampling.windows_per_batch,
         loop=loop,
-        callback_on_step_end=None if on_step is None else _step_callback(on_step),
+        callback_on_step_end=_step_callback(final, on_step),
         output_type="pil",
     ).images
     model_seconds = (time.perf_counter() - started) / len(result)
@@ -169,17 +178,22 @@ def _generate_same_width(
         joins = _join_seconds(width, pipe.vae_scale_factor, cfg, len(p.audio) / sample_rate)
         out.append([
             Generation(s_p, s, p.image, p.mask, output, p.audio, peak_normalize(_fit(m, len(p.audio))), model_seconds,
-                       joins)
-            for (s_p, s), output, m in zip(items, outputs, music, strict=True)
+                       joins, latent)
+            for (s_p, s), output, m, latent in zip(items, outputs, music,
+                                                   final["latents"][k * len(items) : (k + 1) * len(items)], strict=True)
         ])  # fmt: skip
     return out
 
 
-def _step_callback(on_step: Callable[[int, int], None]):
-    """A diffusers ``callback_on_step_end`` that reports (steps done, steps in this run)."""
+def _step_callback(final: dict, on_step: Callable[[int, int], None] | None):
+    """A diffusers ``callback_on_step_end`` that keeps the last step's latents in ``final["latents"]``
+    and reports (steps done, steps in this run) to ``on_step``."""
 
     def callback(pipe, i: int, t, tensors: dict) -> dict:
-        on_step(i + 1, pipe.num_timesteps)
+        if i + 1 == pipe.num_timesteps:
+            final["latents"] = tensors["latents"].detach().float().cpu()
+        if on_step is not None:
+            on_step(i + 1, pipe.num_timesteps)
         return {}
 
     return callback

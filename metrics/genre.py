@@ -291,19 +291,27 @@ def save_confusion_png(result: GenreResult, path: str | os.PathLike, title: str 
 
 
 class GenreRater:
-    """Which of a few prompts a spectrogram reads as, to the pipeline that made it (the genre rate of
-    ``riffmask sweep``: how often generating with prompt G gives an output classified as G)."""
+    """Which of a few prompts a latent reads as, to the pipeline that made it (the genre rate of
+    ``riffmask sweep``: how often generating with prompt G gives an output latent classified as G).
+
+    Outputs are classified as the latents the pipeline denoised, never as their decoded images: the
+    VAE's encoder does not give a decoded latent back (the tiny model's random VAE returns another
+    latent altogether, docs/genre.md), so an image would be read as whatever its re-encoding resembles.
+    """
 
     def __init__(self, pipe, prompts: Sequence[str], num_pairs: int = DEFAULT_PAIRS, seed: int = DEFAULT_SEED):
         self.model = GenreModel.from_pipeline(pipe)
         self.prompts, self.num_pairs, self.seed = list(prompts), num_pairs, seed
         self.embeddings = encode_prompts(self.model.text_encoder, self.model.tokenizer, self.prompts)
 
-    def classify(self, image) -> str:
-        """The prompt under which ``image`` (a spectrogram, PIL) denoises best."""
-        latents = encode_latents(self.model.vae, [image_pixels(image)])
-        errors = denoising_errors(self.model, latents, self.embeddings, self.num_pairs, self.seed)
+    def classify(self, latent: torch.Tensor) -> str:
+        """The prompt under which ``latent`` (one scaled latent, (C, h, w)) denoises best."""
+        errors = denoising_errors(self.model, latent[None].float(), self.embeddings, self.num_pairs, self.seed)
         return self.prompts[int(errors[0].argmin())]
+
+    def image_latent(self, image) -> torch.Tensor:
+        """The latent of a spectrogram image (PIL, e.g. a sweep's input): its VAE posterior mean, scaled."""
+        return encode_latents(self.model.vae, [image_pixels(image)])[0]
 
 
 # --------------------------------------------------------------------------- a model folder on a dataset

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from riffmask.common.io import atomic_path
 from riffmask.metrics.results import Row, mean_sem
 
-METRIC_LABELS = {"ssim": "SSIM", "chroma": "chroma similarity", "genre": "genre rate",
-                 "input_genre": "genre rate of the input"}
+METRIC_LABELS = {"ssim": "SSIM", "chroma": "chroma similarity", "ssim_vae": "SSIM to the VAE round trip",
+                 "genre": "genre rate", "input_genre": "genre rate of the input"}
 
 
 def _pyplot():

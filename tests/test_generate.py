@@ -251,3 +251,18 @@ def test_compile_traces_unet_and_vae_and_keeps_the_result(pipe, tiny_model_dir, 
     plain = generate_sound(pipe, audio, cfg)[0]
     assert np.abs(np.asarray(made.output_image, np.int16) - np.asarray(plain.output_image, np.int16)).max() <= 1
     assert made.audio.shape == plain.audio.shape
+
+
+def test_each_result_keeps_the_latent_its_image_was_decoded_from(pipe, tiny_model_dir):
+    """``Generation.latent``: the denoised latent of each item, which decodes to exactly its output image."""
+    cfg = small_config(tiny_model_dir, prompt=["ambient"], num_variations=2)
+    steps = []
+    results = generate_sound(pipe, tone(500, 1.5), cfg, on_step=lambda done, total: steps.append((done, total)))
+    assert steps == [(k, len(steps)) for k in range(1, len(steps) + 1)]  # the progress is still reported
+    for result in results:
+        assert result.latent.shape == (4, 8, result.output_image.width // 8) and result.latent.dtype == torch.float32
+        with torch.no_grad():
+            decoded = pipe.vae.decode(result.latent[None] / pipe.vae.config.scaling_factor).sample
+        image = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+        assert np.abs(np.asarray(image, np.int16) - np.asarray(result.output_image, np.int16)).max() <= 1
+    assert not torch.equal(results[0].latent, results[1].latent)  # each item its own latent

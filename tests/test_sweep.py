@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from conftest import tone
+from conftest import small_config, tone
 from PIL import Image
 
 from riffmask.cli import main
-from riffmask.core.audio import write_wav
+from riffmask.core.audio import load_audio, write_wav
 from riffmask.metrics import stats, sweep
 from riffmask.metrics.results import read_csv, write_csv
 
@@ -109,3 +109,33 @@ def test_sweep_of_several_prompts_rates_the_genre(tmp_path, tiny_model_dir):
     summary = json.loads((out / "summary.json").read_text())
     assert [p["value"] for p in summary["by_value"]["downshift"]["genre"]] == [0, 255]
     assert 0 <= summary["genre_mean"] <= 1
+
+
+def test_the_genre_rate_reads_the_output_latent_and_ssim_vae_the_vae_round_trip(tiny_model_dir, tmp_path):
+    """The genre of an output is the classification of the latent the pipeline made, not of its decoded
+    image encoded again: the tiny model's random VAE does not give that latent back."""
+    import torch
+
+    from riffmask.core.decode import DecodeConfig
+    from riffmask.infer.generate import generate_sound
+    from riffmask.infer.load import load_pipeline
+    from riffmask.metrics.genre import GenreRater
+    from riffmask.metrics.similarity import ssim
+
+    cfg = small_config(tiny_model_dir, prompt=["ambient", "saxophone"], guidance=1.0)
+    pipe = load_pipeline(cfg)
+    write_wav(tmp_path / "kettle.wav", tone(500.0, 0.3))
+    audio = load_audio(tmp_path / "kettle.wav")  # as the sweep reads it
+    rows = sweep.run_sweep(cfg, [tmp_path / "kettle.wav"], {"downshift": [0, 255]}, tmp_path / "out",
+                           chroma_decode=DecodeConfig(iterations=2, phase_start="random"), save_items=False, pipe=pipe)
+    rater, misread = GenreRater(pipe, cfg.sampling.prompt), 0
+    for row in rows:
+        (gen,) = generate_sound(pipe, audio, sweep._config_for(cfg, {"downshift": row["downshift"]}, row["prompt"]))
+        assert row["genre"] == float(rater.classify(gen.latent) == row["prompt"])
+        assert row["input_genre"] == float(rater.classify(rater.image_latent(gen.input_image)) == row["prompt"])
+        assert row["ssim"] == pytest.approx(ssim(gen.input_image, gen.output_image))
+        assert row["ssim_vae"] == pytest.approx(ssim(sweep.vae_round_trip(pipe, gen.input_image), gen.output_image))
+        again = rater.image_latent(gen.output_image)
+        assert torch.linalg.norm(again - gen.latent) > 0.5 * torch.linalg.norm(gen.latent)  # not the same latent
+        misread += rater.classify(again) != rater.classify(gen.latent)
+    assert misread  # here the decoded image, encoded again, reads as another prompt than the latent did
