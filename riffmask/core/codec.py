@@ -127,8 +127,16 @@ def stft_frames(audio: torch.Tensor, params: SpectrogramParams, bins: int | None
     """
     half, win, hop = params.n_fft // 2, params.win_length, params.hop_length
     padded = _reflect_pad(audio, half)
-    start = (params.n_fft - win) // 2
-    frames = padded[..., start:].unfold(-1, win, hop)[..., : params.frames_for(audio.shape[-1]), :]
+    frames = padded[..., half - _lead(params) :].unfold(-1, win, hop)[..., : params.frames_for(audio.shape[-1]), :]
+    return _windowed_rfft(frames, params, bins)
+
+
+def _lead(params: SpectrogramParams) -> int:
+    """Samples of a frame's window before the sample it is centred on."""
+    return params.n_fft // 2 - (params.n_fft - params.win_length) // 2
+
+
+def _windowed_rfft(frames: torch.Tensor, params: SpectrogramParams, bins: int | None) -> torch.Tensor:
     spec = torch.fft.rfft(frames * hann_window(params), n=params.n_fft)
     return spec if bins is None else spec[..., :bins]
 
@@ -141,6 +149,12 @@ def istft_frames(spec: torch.Tensor, params: SpectrogramParams, length: int) -> 
 
 def _overlap_add(frames: torch.Tensor, params: SpectrogramParams, length: int) -> torch.Tensor:
     """Sum frames (…, T, win) placed every hop, centred on multiples of hop; first ``length`` samples."""
+    win = params.win_length
+    return _overlap_add_all(frames, params)[..., win // 2 : win // 2 + length]
+
+
+def _overlap_add_all(frames: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
+    """Sum frames (…, T, win) placed every hop from sample 0: all ``(T + ceil(win / hop) - 1) * hop`` samples."""
     hop, win = params.hop_length, params.win_length
     per = -(-win // hop)
     n = frames.shape[-2]
@@ -148,7 +162,7 @@ def _overlap_add(frames: torch.Tensor, params: SpectrogramParams, length: int) -
     out = frames.new_zeros(*frames.shape[:-2], n + per - 1, hop)
     for j in range(per):
         out[..., j : j + n, :] += blocks[..., j, :]
-    return out.reshape(*frames.shape[:-2], -1)[..., win // 2 : win // 2 + length]
+    return out.reshape(*frames.shape[:-2], -1)
 
 
 @functools.lru_cache(maxsize=16)
@@ -157,27 +171,36 @@ def _window_envelope(params: SpectrogramParams, frames: int, length: int) -> tor
     return _overlap_add(squared, params, length).clamp_min(1e-11)
 
 
-def _wrap_frames(params: SpectrogramParams) -> int:
-    """Frames borrowed from the other end on each side so that every kept frame sees a whole window."""
-    return -(-(params.win_length // 2) // params.hop_length) + 1
-
-
 def _circular_stft_frames(audio: torch.Tensor, params: SpectrogramParams, bins: int | None = None) -> torch.Tensor:
     """:func:`stft_frames` of one period of a periodic signal (length a multiple of the hop): one frame
     per hop, centred on it, windows that reach past either end wrapping around to the other."""
-    hop, n = params.hop_length, audio.shape[-1]
+    hop, win, n = params.hop_length, params.win_length, audio.shape[-1]
     if n % hop:
         raise ValueError(f"a circular STFT needs a whole number of hops ({hop} samples), got {n} samples")
-    pad = _wrap_frames(params)
-    wrapped = audio[..., torch.arange(-pad * hop, n + pad * hop) % n]
-    return stft_frames(wrapped, params, bins)[..., pad : pad + n // hop, :]
+    # Exactly the n / hop windows, gathered around the circle: no frame is computed to be thrown away.
+    first = -_lead(params)
+    wrapped = audio[..., torch.arange(first, first + n - hop + win) % n]
+    return _windowed_rfft(wrapped.unfold(-1, win, hop), params, bins)
 
 
 def _circular_istft_frames(spec: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
     """Least-squares inverse of :func:`_circular_stft_frames`: frames overlap-added around the circle."""
-    hop, frames, pad = params.hop_length, spec.shape[-2], _wrap_frames(params)
-    wrapped = spec[..., torch.arange(-pad, frames + pad) % frames, :]
-    return istft_frames(wrapped, params, (frames + 2 * pad) * hop)[..., pad * hop : (pad + frames) * hop]
+    frames = torch.fft.irfft(spec, n=params.n_fft)[..., : params.win_length] * hann_window(params)
+    return _fold(frames, params) / _circular_envelope(params, spec.shape[-2])
+
+
+def _fold(frames: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
+    """Overlap-add of one period's frames (…, T, win) around a circle of ``T * hop`` samples."""
+    n, centre = frames.shape[-2] * params.hop_length, params.win_length // 2
+    added = _overlap_add_all(frames, params)  # sample i lies at i - centre on the circle
+    laps = -(-added.shape[-1] // n)
+    added = torch.nn.functional.pad(added, (0, laps * n - added.shape[-1]))
+    return added.reshape(*added.shape[:-1], laps, n).sum(-2).roll(-centre, -1)
+
+
+@functools.lru_cache(maxsize=16)
+def _circular_envelope(params: SpectrogramParams, frames: int) -> torch.Tensor:
+    return _fold((hann_window(params) ** 2).expand(frames, -1), params).clamp_min(1e-11)
 
 
 def circular_stft(audio: ArrayLike, params: SpectrogramParams, mel: bool = False) -> torch.Tensor:
