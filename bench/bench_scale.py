@@ -59,6 +59,7 @@ def checkout(ref: str, folder: Path) -> Path:
     """The tree of ``ref`` laid out as the installed package (pyproject's package-dir), for PYTHONPATH."""
     root = Path(__file__).resolve().parents[1]
     archive = subprocess.run(["git", "-C", str(root), "archive", ref], check=True, capture_output=True).stdout
+    folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     section = (folder / "pyproject.toml").read_text().split("[tool.setuptools.package-dir]")[1].split("\n[")[0]
     for package, path in re.findall(r'^"([\w.]+)" = "([\w/]+)"', section, re.MULTILINE):

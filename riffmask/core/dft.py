@@ -99,8 +99,9 @@ def likely() -> bool:
 
 def preload() -> None:
     """Start loading torch's CPU library on a background thread (the loader releases the GIL), so that
-    work done before the first transform overlaps with it."""
-    threading.Thread(target=_library, name="riffmask-dft-load", daemon=True).start()
+    work done before the first transform overlaps with it. Nothing to do once it is loaded."""
+    if not _load_library.cache_info().currsize:
+        threading.Thread(target=_library, name="riffmask-dft-load", daemon=True).start()
 
 
 def aligned_zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
