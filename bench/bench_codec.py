@@ -11,6 +11,8 @@ in this process on the same images; quality is the mel spectral convergence
 1 to 20 s, how many pixels differ from the torch codec's image when each step is done another way
 (numpy's or scipy's FFT, numpy's complex ``abs``, a dense BLAS product for the mel sums), and the
 whole-process times of the one-shot commands, beside ``import torch`` and the torch path in the same run.
+``python -m bench.bench_codec decode`` measures only steady-state decoding, the default decoder
+(numpy and torch's FFT library, no torch) against the same decoder written with torch, in one process.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bench.common import RESULTS, best_of, real_sounds, write_result
 from riffmask.core import codec, dft, forward
 from riffmask.core.audio import load_audio, write_wav
 from riffmask.core.decode import DEFAULT_ITERATIONS, DecodeConfig, decode, image_to_audio
+from riffmask.core.decode.griffin_lim import griffin_lim
 from riffmask.core.magnitude import torch_abs
 from riffmask.core.params import PAPER_CLIP_SAMPLES, SpectrogramParams
 
@@ -216,5 +219,43 @@ def forward_only() -> None:
     write_result("codec", {**data, "forward_pixel_differences": pixels, "one_shot_whole_process": shots})
 
 
+def decode_by_torch(mels: torch.Tensor) -> np.ndarray:
+    """The decoder's torch implementation (the definition; the fallback where DFTI is not reachable)."""
+    return griffin_lim(codec.linear_from_mel(mels, P), P, DEFAULT_ITERATIONS["pghi"]).numpy()
+
+
+def decode_only() -> None:
+    """Steady-state decoding in one process, the default decoder (numpy + DFTI) against its torch
+    implementation, alternately (best and median of 5): one 5.11 s clip at a time and the six at once.
+    Merged into codec.json as ``decode_vs_torch``."""
+    images = [codec.audio_to_image(load_audio(p)[:PAPER_CLIP_SAMPLES], P) for p in real_sounds()]
+    mels = torch.stack([torch.from_numpy(codec.mel_from_image(im)[0]) for im in images])
+    load = [round(x, 2) for x in os.getloadavg()]
+    cases = {"one_clip": mels[:1], "six_clips": mels}
+    result: dict = {}
+    for case, batch in cases.items():
+        ours = decode(batch, P)
+        theirs = decode_by_torch(batch)
+        times = {"ours": [], "by_torch": []}
+        for _ in range(5):
+            for name, fn in (("ours", lambda b=batch: decode(b, P)), ("by_torch", lambda b=batch: decode_by_torch(b))):
+                started = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - started)
+        result[case] = {
+            **{f"{name}_{stat}_s_per_clip": round(f(t) / len(batch), 3) for name, t in times.items()
+               for stat, f in (("best", min), ("median", np.median))},
+            "max_difference_to_peak": float(np.abs(ours - theirs).max() / np.abs(theirs).max()),
+        }  # fmt: skip
+        print(case, result[case], flush=True)
+    result["load_average"] = [load, [round(x, 2) for x in os.getloadavg()]]
+    result["torch_threads"] = torch.get_num_threads()
+    path = RESULTS / "codec.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.pop("machine", None)
+    write_result("codec", {**data, "decode_vs_torch": result})
+
+
 if __name__ == "__main__":
-    forward_only() if sys.argv[1:] == ["forward"] else main()
+    modes = {"forward": forward_only, "decode": decode_only}
+    modes[sys.argv[1]]() if sys.argv[1:] and sys.argv[1] in modes else main()

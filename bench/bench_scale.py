@@ -2,12 +2,13 @@
 of the tiny model across processes (``accelerate launch``) and with ``--batch-size``.
 
 * ``riffmask spectrogram`` / ``audio`` / ``mask`` on one 5.11 s real clip, each a fresh process (what a
-  user waits for), best of a few runs: with an empty codec cache (the bank and its inverse built, as
-  before the cache existed) and with the cache filled; ``python -c "import torch"`` as the floor.
+  user waits for), wall and CPU seconds, median of 5 runs with the caches filled; ``python -c "import
+  torch"`` for scale. ``--before REF`` times the same commands of another commit (``git archive``, run
+  with PYTHONPATH) alternately with this tree's, so that both see the same load.
 * ``riffmask generate`` on the six real sounds (5.11 s each, tiny random model at 512 px): clips per
   second of the whole command for 1 and 2 processes and ``--batch-size`` 1 and 4.
-Usage: ``python -m bench.bench_scale [--part one-shot|generate] [STEPS]`` (default: both parts, 10 scheduler
-steps; the paper's 50 scale alike). One part alone replaces only its own entries of ``scale.json``.
+Usage: ``python -m bench.bench_scale [--part one-shot|generate] [--before REF] [STEPS]`` (default: both
+parts, 10 scheduler steps; the paper's 50 scale alike). One part alone replaces only its own entries of ``scale.json``.
 The load average (``os.getloadavg``, what ``uptime`` prints) is recorded before and after each run: the
 machine is shared, so read ratios within one run.
 """
@@ -17,7 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,13 +40,37 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def wall(cmd: list[str], env: dict[str, str]) -> float:
+def wall(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=cwd)
     return time.perf_counter() - started
 
 
-def one_shot_times(tmp: Path, repeat: int = 3) -> dict[str, dict[str, float]]:
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of a whole process: CPU (user + system, all its threads) is what the command
+    costs on a quiet machine better than wall time does on a busy one."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = wall(cmd, env, cwd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def checkout(ref: str, folder: Path) -> Path:
+    """The tree of ``ref`` laid out as the installed package (pyproject's package-dir), for PYTHONPATH."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(root), "archive", ref], check=True, capture_output=True).stdout
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    section = (folder / "pyproject.toml").read_text().split("[tool.setuptools.package-dir]")[1].split("\n[")[0]
+    for package, path in re.findall(r'^"([\w.]+)" = "([\w/]+)"', section, re.MULTILINE):
+        (folder / package.replace(".", "/")).symlink_to(folder / path, target_is_directory=True)
+    return folder
+
+
+def one_shot_times(tmp: Path, before: str | None = None, repeat: int = 5) -> dict:
+    """Whole-process wall and CPU seconds of the one-shot commands (median of ``repeat`` runs each, caches
+    filled by a first run not counted); with ``before`` (a git ref) the same commands of that commit too,
+    run alternately with these so that both see the same load."""
     clip = tmp / "clip.wav"
     write_wav(clip, load_audio(real_sounds()[1])[:PAPER_CLIP_SAMPLES])
     riffmask = [sys.executable, "-m", "riffmask.cli"]
@@ -52,15 +80,33 @@ def one_shot_times(tmp: Path, repeat: int = 3) -> dict[str, dict[str, float]]:
         "mask": [*riffmask, "mask", str(tmp / "a.png"), str(tmp / "m.png")],
         "import_torch": [sys.executable, "-c", "import torch"],
     }
-    times: dict[str, dict[str, float]] = {}
-    for cache in ("cold", "warm"):
-        for name, cmd in commands.items():
-            runs = []
-            for k in range(repeat):
-                folder = tmp / f"cache-{cache}-{name}-{k}" if cache == "cold" else tmp / "cache-warm"
-                runs.append(wall(cmd, dict(os.environ, **{CACHE_ENV: str(folder)})))
-            times.setdefault(name, {})[f"{cache}_cache_best_s"] = round(min(runs), 2)
-    return times
+    trees = {"after": dict(os.environ)}
+    if before:
+        path = checkout(before, tmp / "before")
+        trees = {"before": dict(os.environ, PYTHONPATH=str(path)), **trees}
+    for name, env in trees.items():
+        env[CACHE_ENV] = str(tmp / f"cache-{name}")
+        for cmd in commands.values():  # fills the caches (filter bank, compiled kernels)
+            wall(cmd, env, tmp)
+    runs: dict = {tree: {name: {"wall": [], "cpu": []} for name in commands} for tree in trees}
+    loads = [load_average()]
+    for name, cmd in commands.items():
+        for _ in range(repeat):
+            for tree, env in trees.items():
+                seconds, cpu = timed(cmd, env, tmp)  # not the checkout: `-m` puts the working folder first
+                runs[tree][name]["wall"].append(round(seconds, 2))
+                runs[tree][name]["cpu"].append(round(cpu, 2))
+        loads.append(load_average())
+    result = {
+        tree: {name: {"median_s": statistics.median(r["wall"]), "cpu_median_s": statistics.median(r["cpu"]),
+                      "runs_s": r["wall"]} for name, r in commands_runs.items()}
+        for tree, commands_runs in runs.items()
+    }  # fmt: skip
+    if before:
+        result["before_ref"] = subprocess.run(["git", "rev-parse", "--short", before], check=True, capture_output=True,
+                                              text=True).stdout.strip()  # fmt: skip
+    result["load_before_each_command_and_at_end"] = loads
+    return result
 
 
 def _free_port() -> int:
@@ -104,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("steps", nargs="?", type=int, default=10, help="scheduler steps of the generate runs")
     parser.add_argument("--part", choices=("one-shot", "generate"), help="run one part only (default: both)")
+    parser.add_argument("--before", metavar="REF", help="also time the one-shot commands of this git commit")
     args = parser.parse_args(argv)
     # One part alone keeps the other part's entries of the last run.
     previous = RESULTS / "scale.json"
@@ -111,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     result.pop("machine", None)
     with tempfile.TemporaryDirectory() as tmp:
         if args.part in (None, "one-shot"):
-            result["one_shot_whole_process"] = one_shot_times(Path(tmp))
+            result["one_shot_whole_process"] = one_shot_times(Path(tmp), args.before)
             result["one_shot_target_s"] = 1.5
             result["one_shot_load"] = load_average()
             result["note"] = "measured on a machine shared with other jobs: read ratios within one run"

@@ -232,9 +232,23 @@ def test_filter_cache_in_an_unwritable_place_still_works(tmp_path, monkeypatch):
     assert np.array_equal(codec._pseudo_inverse(params).numpy(), codec.build_filter_arrays(params)["pinv"])
 
 
-def test_pghi_kernel_is_compiled_into_the_user_cache_folder():
-    from riffmask.common.cache import cache_dir
-    from riffmask.core.phase import pghi
+@pytest.mark.parametrize("compiler", ["cc", "no-such-compiler"])
+def test_pghi_kernel_is_compiled_into_the_user_cache_folder(monkeypatch, compiler):
+    import shutil
 
-    pghi(np.ones((4, 6), np.float32), P)
-    assert list((cache_dir() / "numba").rglob("phase._integrate-*.nbi")), "numba's index of the compiled kernel"
+    from riffmask.common.cache import cache_dir
+    from riffmask.core import phase
+
+    if compiler == "cc" and shutil.which("cc") is None:
+        pytest.skip("no C compiler here")
+    monkeypatch.setenv("CC", compiler)
+    phase.integrator.cache_clear()
+    try:
+        found = phase.pghi(np.ones((4, 6), np.float32), P)
+        assert found.shape == (4, 6) and np.isfinite(found).all()
+    finally:
+        phase.integrator.cache_clear()
+    if compiler == "cc":  # the C kernel, built once per source and compiler
+        assert list((cache_dir() / "native").glob("pghi-*.so"))
+    else:  # no compiler: numba's kernel, kept in the same folder
+        assert list((cache_dir() / "numba").rglob("phase._integrate-*.nbi")), "numba's index of the compiled kernel"

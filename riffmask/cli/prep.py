@@ -78,8 +78,8 @@ def audio_command(args: argparse.Namespace) -> int:
 
     from riffmask.common.io import output_file
     from riffmask.core.audio import write_wav
-    from riffmask.core.codec import ImageError, load_image, params_from_image
     from riffmask.core.decode import image_to_audio
+    from riffmask.core.image import ImageError, load_image, params_from_image
 
     cfg = config_from_args(DecodeConfig, args, args.overrides)
     output_file(args.out_wav, "OUT_WAV")

@@ -99,6 +99,15 @@ def _frames(audio: np.ndarray, params: SpectrogramParams) -> np.ndarray:
     return out
 
 
+def spectrum_rows(audio: np.ndarray, params: SpectrogramParams, threads: int | None = None) -> np.ndarray:
+    """Complex STFT of float32 audio (…, samples) as rows (clips * frames, n_stft), bit for bit
+    :func:`riffmask.core.codec.stft_frames` (needs :func:`riffmask.core.dft.available`). The array is
+    this thread's buffer, valid until the thread's next call."""
+    frames = _frames(audio, params)
+    spectrum = _scratch("spectrum", (len(frames), params.n_stft), np.complex64)
+    return dft.rfft_rows(frames, threads, spectrum)
+
+
 def _mel_of_magnitudes(mag: np.ndarray, params: SpectrogramParams) -> np.ndarray:
     """(n_mels, N) mel sums of magnitudes (used, N), in torch's sparse-CSR order and rounding."""
     bins, weights, counts = _band_order(params)
@@ -117,10 +126,7 @@ def fast_mel_spectrogram(audio: np.ndarray, params: SpectrogramParams, threads: 
     """
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     used = filter_arrays(params)["bank"].shape[0]
-    frames = _frames(audio, params)
-    spectrum = _scratch("spectrum", (len(frames), params.n_stft), np.complex64)
-    spec = dft.rfft_rows(frames, threads, spectrum)[:, :used]
-    mag = torch_abs(spec).T  # (used, clips * frames)
+    mag = torch_abs(spectrum_rows(audio, params, threads)[:, :used]).T  # (used, clips * frames)
     mel = _mel_of_magnitudes(np.ascontiguousarray(mag), params)
     count = params.frames_for(audio.shape[-1])
     return mel.reshape(params.num_frequencies, -1, count).transpose(1, 0, 2).reshape(

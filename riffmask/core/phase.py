@@ -14,24 +14,94 @@ gives differs from an exact heap only between cells less than 1/1000 of the dyna
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import hashlib
+import logging
 import os
-from collections.abc import Iterator
+import platform
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-import numba
 import numpy as np
 
 from riffmask.common.cache import cache_dir
+from riffmask.common.io import atomic_path
 from riffmask.core.params import SpectrogramParams
 
 HANN_LAMBDA = 0.25645
 LEVELS = 1024
+#: The heap integration in C (the same steps as :func:`_integrate`), built with the system's C compiler.
+_SOURCE = Path(__file__).with_name("pghi.c")
+_FLAGS = ("-O2", "-fPIC", "-shared", "-ffp-contract=off")  # no fused multiply-adds: numba's rounding
+log = logging.getLogger(__name__)
+
+
+def _integrate(level, dphi_dt, dphi_dk, phase, levels):  # pragma: no cover - compiled by numba
+    """Fill ``phase`` (T, K) in place for cells with level >= 0, loudest-first (bucket queue).
+
+    Where no C compiler is found this is the kernel, compiled by numba; ``pghi.c`` is the same code.
+    """
+    n_t, n_k = level.shape
+    size = n_t * n_k
+    seed_head = np.full(levels, -1, np.int64)
+    seed_next = np.empty(size, np.int64)
+    for cell in range(size):
+        b = level.flat[cell]
+        if b >= 0:
+            seed_next[cell] = seed_head[b]
+            seed_head[b] = cell
+    done = np.zeros(size, np.bool_)
+    head = np.full(levels, -1, np.int64)
+    nxt = np.empty(size, np.int64)
+    for seed_bucket in range(levels - 1, -1, -1):
+        seed = seed_head[seed_bucket]
+        while seed != -1:
+            if not done[seed]:
+                done[seed] = True
+                phase.flat[seed] = 0.0
+                top = seed_bucket
+                head[top] = seed
+                nxt[seed] = -1
+                while top >= 0:
+                    cur = head[top]
+                    if cur == -1:
+                        top -= 1
+                        continue
+                    head[top] = nxt[cur]
+                    t = cur // n_k
+                    k = cur - t * n_k
+                    for dt, dk in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                        tt = t + dt
+                        kk = k + dk
+                        if tt < 0 or tt >= n_t or kk < 0 or kk >= n_k:
+                            continue
+                        other = tt * n_k + kk
+                        b = level[tt, kk]
+                        if done[other] or b < 0:
+                            continue
+                        if dt != 0:
+                            step = 0.5 * (dphi_dt[t, k] + dphi_dt[tt, kk]) * dt
+                        else:
+                            step = 0.5 * (dphi_dk[t, k] + dphi_dk[tt, kk]) * dk
+                        phase[tt, kk] = phase[t, k] + step
+                        done[other] = True
+                        nxt[other] = head[b]
+                        head[b] = other
+                        if b > top:
+                            top = b
+            seed = seed_next[seed]
 
 
 @contextlib.contextmanager
 def _compiled_kernels_in_user_cache() -> Iterator[None]:
     """numba keeps a ``cache=True`` kernel beside its source (site-packages) unless NUMBA_CACHE_DIR says
-    otherwise; kernels decorated inside this block go to the user's cache folder instead. numba fixes a
+    otherwise; kernels compiled inside this block go to the user's cache folder instead. numba fixes a
     kernel's cache path when it is decorated, so its setting is restored for everything else."""
+    import numba
+
     before = numba.config.CACHE_DIR
     if not os.environ.get("NUMBA_CACHE_DIR"):
         numba.config.CACHE_DIR = str(cache_dir() / "numba")
@@ -41,60 +111,53 @@ def _compiled_kernels_in_user_cache() -> Iterator[None]:
         numba.config.CACHE_DIR = before
 
 
-with _compiled_kernels_in_user_cache():
+def _native_library() -> ctypes.CDLL | None:
+    """``pghi.c`` built once per source, compiler and machine into the user's cache folder (``native/``),
+    loaded; None where no C compiler works or the folder is not writable."""
+    compiler = os.environ.get("CC") or "cc"
+    recipe = _SOURCE.read_bytes() + " ".join((compiler, *_FLAGS, platform.machine(), platform.system())).encode()
+    path = cache_dir() / "native" / f"pghi-{hashlib.sha256(recipe).hexdigest()[:20]}.so"
+    if not path.is_file():
+        if shutil.which(compiler) is None:
+            return None
+        try:
+            with atomic_path(path, suffix=".so") as tmp:
+                subprocess.run([compiler, *_FLAGS, "-o", str(tmp), str(_SOURCE)], check=True, capture_output=True,
+                               timeout=120)  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.debug("cannot build the PGHI kernel with %s (%s); using numba", compiler, exc)
+            return None
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        log.debug("cannot load %s (%s); using numba", path, exc)
+        return None
+    pointer = np.ctypeslib.ndpointer
+    lib.riffmask_pghi_integrate.argtypes = [
+        pointer(np.int64, flags="C"), pointer(np.float32, flags="C"), pointer(np.float32, flags="C"),
+        pointer(np.float32, flags="C,W"), ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+    ]  # fmt: skip
+    lib.riffmask_pghi_integrate.restype = ctypes.c_int
+    return lib
 
-    @numba.njit(cache=True, nogil=True)
-    def _integrate(level, dphi_dt, dphi_dk, phase, levels):  # pragma: no cover - compiled
-        """Fill ``phase`` (T, K) in place for cells with level >= 0, loudest-first (bucket queue)."""
-        n_t, n_k = level.shape
-        size = n_t * n_k
-        seed_head = np.full(levels, -1, np.int64)
-        seed_next = np.empty(size, np.int64)
-        for cell in range(size):
-            b = level.flat[cell]
-            if b >= 0:
-                seed_next[cell] = seed_head[b]
-                seed_head[b] = cell
-        done = np.zeros(size, np.bool_)
-        head = np.full(levels, -1, np.int64)
-        nxt = np.empty(size, np.int64)
-        for seed_bucket in range(levels - 1, -1, -1):
-            seed = seed_head[seed_bucket]
-            while seed != -1:
-                if not done[seed]:
-                    done[seed] = True
-                    phase.flat[seed] = 0.0
-                    top = seed_bucket
-                    head[top] = seed
-                    nxt[seed] = -1
-                    while top >= 0:
-                        cur = head[top]
-                        if cur == -1:
-                            top -= 1
-                            continue
-                        head[top] = nxt[cur]
-                        t = cur // n_k
-                        k = cur - t * n_k
-                        for dt, dk in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-                            tt = t + dt
-                            kk = k + dk
-                            if tt < 0 or tt >= n_t or kk < 0 or kk >= n_k:
-                                continue
-                            other = tt * n_k + kk
-                            b = level[tt, kk]
-                            if done[other] or b < 0:
-                                continue
-                            if dt != 0:
-                                step = 0.5 * (dphi_dt[t, k] + dphi_dt[tt, kk]) * dt
-                            else:
-                                step = 0.5 * (dphi_dk[t, k] + dphi_dk[tt, kk]) * dk
-                            phase[tt, kk] = phase[t, k] + step
-                            done[other] = True
-                            nxt[other] = head[b]
-                            head[b] = other
-                            if b > top:
-                                top = b
-                seed = seed_next[seed]
+
+@functools.cache
+def integrator() -> Callable[..., None]:
+    """The heap integration, ``(level, dphi_dt, dphi_dk, phase, levels)``: the C kernel where a C
+    compiler is found (loading it costs milliseconds), else :func:`_integrate` compiled by numba (whose
+    start costs about a second even with its cache)."""
+    lib = _native_library()
+    if lib is None:
+        import numba
+
+        with _compiled_kernels_in_user_cache():
+            return numba.njit(cache=True, nogil=True)(_integrate)
+
+    def native(level, dphi_dt, dphi_dk, phase, levels) -> None:
+        if lib.riffmask_pghi_integrate(level, dphi_dt, dphi_dk, phase, *level.shape, levels):
+            raise MemoryError("PGHI: no memory for the heap integration")
+
+    return native
 
 
 def pghi(
@@ -122,7 +185,7 @@ def pghi(
     level = np.floor((logs - (top - span)) * (LEVELS / span)).astype(np.int64)
     np.clip(level, -1, LEVELS - 1, out=level)
     phase = np.random.default_rng(seed).uniform(0, 2 * np.pi, size=mag.shape).astype(np.float32)
-    _integrate(level, dphi_dt.astype(np.float32), dphi_dk.astype(np.float32), phase, LEVELS)
+    integrator()(level, dphi_dt.astype(np.float32), dphi_dk.astype(np.float32), phase, LEVELS)
     # The gradients above are for a window centred at the phase origin; frames here start at the
     # window's first sample, which turns each bin by -π k L / N.
     return phase - (np.pi * win / n_fft) * k

@@ -104,7 +104,7 @@ def image_to_audio(
     seed: int = 0,
 ) -> np.ndarray:
     """Audio (samples,) or (2, samples) of a spectrogram image (its EXIF gives the format and volume)."""
-    from riffmask.core.codec import mel_from_image
+    from riffmask.core.image import mel_from_image
 
     mel, params = mel_from_image(image, max_volume)
     return decode(mel, params, cfg, known_audio, seed)
