@@ -46,7 +46,7 @@ PREP_WORDS = ("width=64", "num_frequencies=64", "validation_fraction=0.34")
 MODES: dict[str, tuple[str, ...]] = {
     "full_from_random": (),
     "full": (),
-    "lora": ("mode=lora", "rank=16", "learning_rate=3e-3", "train_text_encoder=true",
+    "lora": ("mode=lora", "rank=16", "learning_rate=3e-3",
              "lora_target_modules=[to_k,to_q,to_v,to_out.0,proj_in,proj_out,ff.net.0.proj,ff.net.2]"),
     "full_8bit": ("optimizer=adamw8bit",),
     "text_encoder_phase": ("train_text_encoder=true", "text_encoder_steps=200", "text_encoder_learning_rate=1e-3"),

@@ -23,12 +23,16 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from riffmask.common.errors import RiffmaskError
 from riffmask.data_prep.sources import readable_name
+
+if TYPE_CHECKING:
+    from riffmask.infer.config import CheckpointConfig
 
 #: (timestep, noise) pairs per clip and prompt. Cost grows linearly with it; measured on the tiny
 #: fine-tune (docs/genre.md), agreement with a 64-pair classification rises to 0.87 at 16 pairs and
@@ -315,20 +319,17 @@ class GenreRater:
 
 
 # --------------------------------------------------------------------------- a model folder on a dataset
-def load_genre_model(model: str, lora: Sequence[str] = (), allow_pickle: bool = False,
-                     device: str | None = None) -> GenreModel:
-    """Load a pipeline (and LoRAs) the way ``riffmask generate`` does, in float32, for classification."""
-    from riffmask.common.config import build_config
+def load_genre_model(checkpoint: CheckpointConfig) -> GenreModel:
+    """Load a pipeline (and LoRAs) the way ``riffmask generate`` does, for classification."""
     from riffmask.infer.config import GenerateConfig
     from riffmask.infer.load import load_pipeline
 
-    path = Path(model)
+    path = Path(checkpoint.model)
     if path.is_dir() and (path / "model_index.json").is_file() and not (path / "text_encoder").is_dir():
-        raise RiffmaskError(f"{model}: the model folder has no text_encoder/: genre prompts cannot be scored")
-    cfg = build_config(GenerateConfig, ("eval genre", {
-        "model": model, "lora": list(lora), "allow_pickle": allow_pickle, "device": device, "dtype": "float32",
-    }))
-    return GenreModel.from_pipeline(load_pipeline(cfg))
+        raise RiffmaskError(
+            f"{checkpoint.model}: the model folder has no text_encoder/: genre prompts cannot be scored"
+        )
+    return GenreModel.from_pipeline(load_pipeline(GenerateConfig(checkpoint=checkpoint)))
 
 
 def trained_template(folders: Sequence[str | os.PathLike]) -> str | None:

@@ -109,7 +109,8 @@ def test_lora_exports_load_in_diffusers_in_both_formats(tmp_path, tiny_model_dir
 
     out = run_train(**overrides(
         prepared_dir, tiny_model_dir, tmp_path / "lora", mode="lora", rank=4, lora_alpha=8, lora_dropout=0.1,
-        train_text_encoder=True, learning_rate=1e-2, text_encoder_learning_rate=1e-2, optimizer="paged_adamw8bit",
+        lora_target_modules=["to_k", "to_q", "to_v", "to_out.0", "proj_in", "ff.net.2"], train_text_encoder=True,
+        learning_rate=1e-2, text_encoder_learning_rate=1e-2, optimizer="paged_adamw8bit",
         mixed_precision="bf16", validation_steps=4,
         **{"validation.sampling.steps": 2, "validation.decode.iterations": 2},
     ))
@@ -129,6 +130,13 @@ def test_lora_exports_load_in_diffusers_in_both_formats(tmp_path, tiny_model_dir
             states = pipe.text_encoder(ids)[0]
             return states, pipe.unet(torch.ones(1, 4, RES // 8, RES // 8), 500, states).sample
 
+    # Every adapted layer comes back, attention and the others alike.
+    weights = load_file(str(out / "pytorch_lora_weights.safetensors"))
+    saved = {k.removeprefix("unet.").rsplit(".lora", 1)[0] for k in weights if k.startswith("unet.")}
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir)
+    pipe.load_lora_weights(out)
+    loaded = {name for name, m in pipe.unet.named_modules() if getattr(m, "lora_A", None)}
+    assert loaded == saved and {name.rsplit(".", 1)[-1] for name in saved} >= {"to_k", "proj_in", "2"}
     (te_base, unet_base), (te_diff, unet_diff) = outputs(None), outputs("pytorch_lora_weights.safetensors")
     te_kohya, unet_kohya = outputs("lora_kohya.safetensors")
     assert not torch.allclose(te_base, te_diff) and not torch.allclose(unet_base, unet_diff)

@@ -50,9 +50,11 @@ def save_lora(out_dir: Path, unet, text_encoder, train_text_encoder: bool, alpha
 
     unet_state = lora_state(unet)
     te_state = lora_state(text_encoder) if train_text_encoder else None
+    # The UNet's adapters stay in PEFT naming: diffusers renames only attention layers to its own, and its
+    # loader, seeing PEFT naming on the first key of such a mix, drops every renamed one.
     StableDiffusionPipeline.save_lora_weights(
         out_dir,
-        unet_lora_layers=convert_state_dict_to_diffusers(unet_state),
+        unet_lora_layers=unet_state,
         text_encoder_lora_layers=convert_state_dict_to_diffusers(te_state) if te_state else None,
         unet_lora_adapter_metadata=_inference_config(unet),
         text_encoder_lora_adapter_metadata=_inference_config(text_encoder) if te_state else None,

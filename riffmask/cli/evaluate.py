@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from riffmask.cli.generate import add_lora_flags
+    from riffmask.common.config import add_option_flags
+    from riffmask.infer.config import CheckpointConfig
+
     evaluate = subparsers.add_parser("eval", help="score generated music: SSIM, chroma, FAD, CLAP score")
     which = evaluate.add_subparsers(dest="metric", metavar="METRIC", required=True)
 
@@ -64,8 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Prints accuracy, per-genre recall and loss, and the confusion matrix.",
     )
     genre.add_argument("dataset", type=Path, help="a folder written by `riffmask prep` with at least two genres")
-    genre.add_argument("--model", required=True, help="diffusers folder, Hub id or single-file checkpoint")
-    genre.add_argument("--lora", action="append", default=[], help="LoRA weights on top of the model (repeatable)")
+    # The model is loaded as `riffmask generate` loads it, with the same options (in float32: see run_genre).
+    add_option_flags(genre, CheckpointConfig, skip=("lora", "lora_scale", "scheduler", "dtype", "compile"))
+    add_lora_flags(genre)
     genre.add_argument("--split", default="validation", help="train or validation (default validation: held out)")
     genre.add_argument(
         "--prompts",
@@ -76,10 +81,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="(timestep, noise) pairs per clip and prompt (default 16: see docs/genre.md)")
     genre.add_argument("--seed", type=int, default=0, help="seed of the noise shared by every clip and prompt")
     genre.add_argument("--confusion", type=Path, help="write the confusion matrix as a PNG")
-    genre.add_argument("--device", help="torch device (default cuda when present, else cpu)")
-    genre.add_argument(
-        "--allow-pickle", action="store_true", help="allow PyTorch .bin/.ckpt weights (default: safetensors only)"
-    )
     _add_outputs(genre)
     genre.set_defaults(func=run_genre)
 
@@ -306,24 +307,28 @@ def run_clap(args: argparse.Namespace) -> int:
 
 
 def run_genre(args: argparse.Namespace) -> int:
+    from riffmask.common.config import config_from_args
     from riffmask.common.io import write_json_atomic
+    from riffmask.infer.config import CheckpointConfig
     from riffmask.metrics import genre
     from riffmask.metrics.results import emit, format_table
 
+    # float32 everywhere: the genres differ by a fraction of a percent of the denoising error.
+    checkpoint = config_from_args(CheckpointConfig, args, args.overrides, dtype="float32")
     rows = genre.split_rows(args.dataset, args.split)
     genres = genre.genres_of(rows)
     if args.prompts:
         prompts = genre.prompts_from_list(genre.parse_prompt_list(args.prompts), genres)
     else:
-        prompts = genre.genre_prompts(rows, genres, genre.trained_template([*args.lora, args.model]))
-    model = genre.load_genre_model(args.model, args.lora, args.allow_pickle, args.device)
+        prompts = genre.genre_prompts(rows, genres, genre.trained_template([*checkpoint.lora, checkpoint.model]))
+    model = genre.load_genre_model(checkpoint)
     latents = genre.clip_latents(model.vae, rows)
     pairs = genre.DEFAULT_PAIRS if args.pairs is None else args.pairs
     with progress_bar(len(rows), "genre") as bar:
         result = genre.classify(model, latents, [r["genre"] for r in rows], prompts, pairs, args.seed,
                                 progress=lambda _: bar.update())
-    summary = {**result.summary(), "split": args.split, "pairs": pairs, "seed": args.seed, "model": args.model,
-               "lora": args.lora}
+    summary = {**result.summary(), "split": args.split, "pairs": pairs, "seed": args.seed,
+               "model": checkpoint.model, "lora": checkpoint.lora}
     clip_rows = result.clip_rows([r["id"] for r in rows])
     emit(clip_rows, summary, None, None, args.csv)
     if args.json:
@@ -339,7 +344,7 @@ def run_genre(args: argparse.Namespace) -> int:
         from riffmask.metrics.report import write_report
 
         figure = genre.confusion_figure(result)
-        report = write_report(args.report, [], f"Genre accuracy: {args.model}", summary,
+        report = write_report(args.report, [], f"Genre accuracy: {checkpoint.model}", summary,
                               sections=[genre.report_section(result, figure)])
         print(f"report: {report}")
     return 0

@@ -59,17 +59,24 @@ def add_generate_options(parser: argparse.ArgumentParser) -> None:
     from riffmask.infer.config import GenerateConfig
 
     add_config_arguments(parser, GenerateConfig, skip=("prompt", "lora", "lora_scale"))
-    # Repeatable flags for the list options; argparse.SUPPRESS leaves them out unless given.
-    repeat = {"action": "append", "default": argparse.SUPPRESS}
     parser.add_argument(
-        "--prompt", dest="sampling.prompt", metavar="TEXT", **repeat,
+        "--prompt", dest="sampling.prompt", metavar="TEXT", **REPEAT,
         help="prompt; repeat for several (each runs on every input)",
     )  # fmt: skip
+    add_lora_flags(parser, "checkpoint.")
+
+
+# Repeatable flags for the list options; argparse.SUPPRESS leaves them out unless given.
+REPEAT = {"action": "append", "default": argparse.SUPPRESS}
+
+
+def add_lora_flags(parser: argparse.ArgumentParser, section: str = "") -> None:
+    """``--lora`` and ``--lora-scale``, repeatable, for the options of a ``CheckpointConfig`` at ``section``."""
     parser.add_argument(
-        "--lora", dest="checkpoint.lora", metavar="PATH", **repeat, help="LoRA file, folder or Hub id; repeat to stack"
+        "--lora", dest=f"{section}lora", metavar="PATH", **REPEAT, help="LoRA file, folder or Hub id; repeat to stack"
     )
     parser.add_argument(
-        "--lora-scale", dest="checkpoint.lora_scale", metavar="W", type=float, **repeat, help="weight of each --lora"
+        "--lora-scale", dest=f"{section}lora_scale", metavar="W", type=float, **REPEAT, help="weight of each --lora"
     )
 
 

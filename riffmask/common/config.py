@@ -308,15 +308,20 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
 
 # --------------------------------------------------------------------------- argparse bridge
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Add ``--config``, trailing ``key=value`` overrides and one ``--flag`` per option of ``cls``.
-
-    An option inside a section gets the flag of its plain name (``--downshift``) when that name is
-    unique, else of its dotted path (``--validation.sampling.steps``).
-    """
+    """Add ``--config``, trailing ``key=value`` overrides and one ``--flag`` per option of ``cls``."""
     presets = getattr(cls, "PRESETS", None)
     preset_names = sorted(p.stem for p in (CONFIG_DIR / presets).glob("*.yaml")) if presets else []
     bundled = f"; bundled: {', '.join(preset_names)}" if preset_names else ""
     parser.add_argument("--config", help=f"YAML config: a path or the name of a bundled preset{bundled}")
+    add_option_flags(parser, cls, skip)
+
+
+def add_option_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per option of ``cls`` (no ``--config``): for a command that shares a config's options.
+
+    An option inside a section gets the flag of its plain name (``--downshift``) when that name is
+    unique, else of its dotted path (``--validation.sampling.steps``).
+    """
     paths = leaf_paths(cls)
     names = [p.rsplit(".", 1)[-1] for p in paths]
     defaults = _defaults(cls)
