@@ -29,8 +29,9 @@ from riffmask.core.codec import audio_to_image, mel_from_image, with_exif
 from riffmask.core.decode import DecodeConfig, decode
 from riffmask.core.params import SpectrogramParams
 from riffmask.infer.config import GenerateConfig
-from riffmask.infer.loop import LoopInput, decode_loop, loop_grid, loop_input, window_joins
+from riffmask.infer.loop import LoopInput, decode_loop, loop_grid, loop_input
 from riffmask.infer.mask import make_mask
+from riffmask.infer.windows import window_joins
 
 if TYPE_CHECKING:
     import torch

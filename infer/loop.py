@@ -6,7 +6,7 @@
 * Model: inside :func:`circular_time_padding` every ``Conv2d`` of the VAE, and of the UNet when it
   sees the whole loop at once, pads the image width (time) circularly and the height (frequency) as
   before. A loop wider than one window is denoised as MultiDiffusion windows that wrap around the
-  end (:func:`loop_windows`, as diffusers' panorama pipeline does with ``circular_padding``); the
+  end (:mod:`riffmask.infer.windows`, as diffusers' panorama pipeline does with ``circular_padding``); the
   UNet keeps ordinary borders there, since a window's two ends are not neighbours (the overlaps
   blend them). The patching is undone on exit.
 * Decode: Griffin-Lim on a circular STFT (:func:`riffmask.core.decode.griffin_lim.griffin_lim` with
@@ -96,42 +96,6 @@ def circular_time_padding(*models: torch.nn.Module) -> Iterator[None]:
             del conv._conv_forward  # the class's method again
         for module in released:
             module.padding = 0
-
-
-# --------------------------------------------------------------------------- windows
-def loop_window_starts(width: int, window: int, overlap: int) -> list[int]:
-    """First columns of windows spread evenly around a circle of ``width``, sharing at least ``overlap``."""
-    count = math.ceil(width / (window - overlap))
-    return [round(k * width / count) for k in range(count)]
-
-
-def loop_windows(width: int, window: int, overlap: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Column indices of each window (wrapping past the end) and their blending weights (1, 1, 1, w).
-
-    Every window has neighbours on both sides, so each ramps in and out over ``overlap`` columns.
-    """
-    ramp = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)
-    profile = torch.ones(window)
-    if overlap:
-        profile[:overlap] = ramp
-        profile[-overlap:] = torch.minimum(profile[-overlap:], ramp.flip(0))
-    starts = loop_window_starts(width, window, overlap)
-    indices = [(torch.arange(window) + s) % width for s in starts]
-    return indices, [profile.view(1, 1, 1, -1)] * len(starts)
-
-
-def window_joins(width: int, window: int, overlap: int, loop: bool) -> list[float]:
-    """Where neighbouring windows meet (the middle of their overlap), in columns; none for one window."""
-    if width <= window:
-        return []
-    if loop:
-        starts = loop_window_starts(width, window, overlap)
-        pairs = zip(starts, starts[1:] + [starts[0] + width], strict=True)
-        return sorted(((a + window + b) / 2) % width for a, b in pairs)
-    from riffmask.infer.pipeline import window_slices
-
-    slices = window_slices(width, window, overlap)
-    return [(a.stop + b.start) / 2 for a, b in zip(slices, slices[1:], strict=False)]
 
 
 # --------------------------------------------------------------------------- length and input

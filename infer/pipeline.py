@@ -33,7 +33,8 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from riffmask.infer.loop import circular_time_padding, loop_windows
+from riffmask.infer.loop import circular_time_padding
+from riffmask.infer.windows import window_layout
 
 MaskInput = PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray]
 _Img2Img = StableDiffusionImg2ImgPipeline
@@ -66,39 +67,6 @@ def _pixel_size(image: PipelineImageInput) -> tuple[int, int]:
         return first.size
     shape = first.shape
     return (shape[-1], shape[-2]) if isinstance(first, torch.Tensor) else (shape[-2], shape[-3])
-
-
-def window_slices(width: int, window: int, overlap: int) -> list[slice]:
-    """Column ranges of ``window`` (latent px) covering ``width`` with at least ``overlap`` shared.
-
-    One range when the whole width fits; otherwise evenly strided windows, the last one flush with
-    the right edge.
-    """
-    if width <= window:
-        return [slice(0, width)]
-    if not 0 <= overlap < window:
-        raise ValueError(f"window overlap {overlap} must be at least 0 and less than the window {window}")
-    stride = window - overlap
-    starts = list(range(0, width - window, stride)) + [width - window]
-    return [slice(s, s + window) for s in starts]
-
-
-def window_weights(windows: list[slice], width: int, overlap: int) -> list[torch.Tensor]:
-    """Per-column blending weights (1, 1, 1, w) of each window: linear ramps where windows overlap.
-
-    Opposite ramps of neighbouring windows sum to one, so predictions cross-fade smoothly over the
-    overlap instead of switching at a hard edge.
-    """
-    weights = []
-    ramp = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)
-    for w in windows:
-        profile = torch.ones(w.stop - w.start)
-        if overlap and w.start > 0:
-            profile[:overlap] = ramp
-        if overlap and w.stop < width:
-            profile[-overlap:] = torch.minimum(profile[-overlap:], ramp.flip(0))
-        weights.append(profile.view(1, 1, 1, -1))
-    return weights
 
 
 class MaskedRiffusionPipeline(
@@ -183,7 +151,7 @@ class MaskedRiffusionPipeline(
         latents: torch.Tensor,
         t: torch.Tensor,
         embeds: dict[int, torch.Tensor],
-        groups: list[list[slice]],
+        groups: list[list[slice | torch.Tensor]],
         weights: list[torch.Tensor],
     ) -> torch.Tensor:
         """Guided noise prediction for the whole latent, one UNet batch per group of windows.
@@ -335,11 +303,7 @@ class MaskedRiffusionPipeline(
 
             # 4. Windows over the latent width and the text batch that matches their layout.
             window, overlap = self._latent_window(window_width, window_overlap, width)
-            if loop and window < latent_size[1]:
-                windows, weights = loop_windows(latent_size[1], window, overlap)
-            else:
-                windows = window_slices(latent_size[1], window, overlap)
-                weights = window_weights(windows, latent_size[1], overlap)
+            windows, weights = window_layout(latent_size[1], window, overlap, loop)
             per_call = windows_per_batch or len(windows)
             groups = [windows[k : k + per_call] for k in range(0, len(windows), per_call)]
             embeds = {len(g): self._window_embeds(prompt_embeds, negative_prompt_embeds, len(g)) for g in groups}

@@ -8,8 +8,9 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image
 
-from riffmask.infer.pipeline import MaskedRiffusionPipeline, mask_to_latent, window_slices, window_weights
+from riffmask.infer.pipeline import MaskedRiffusionPipeline, mask_to_latent
 from riffmask.infer.tiny import build_tiny_tokenizer, save_tiny_pipeline
+from riffmask.infer.windows import window_joins, window_layout
 
 SEED = 1040
 STEPS = 10  # strength 0.8: 8 steps run (PNDM adds one: n = 9)
@@ -154,21 +155,21 @@ def test_variations_batch_matches_single_runs(pipe, image):
     assert not torch.allclose(batch[0], batch[1])
 
 
-def test_window_layout_covers_and_cross_fades():
-    assert window_slices(40, 64, 16) == [slice(0, 40)]
-    windows = window_slices(150, 64, 16)
+def test_window_layout_covers_evenly_and_cross_fades():
+    assert window_layout(40, 64, 16)[0] == [slice(0, 40)]
+    windows, weights = window_layout(150, 64, 16)
     assert windows[0].start == 0 and windows[-1].stop == 150
-    for a, b in zip(windows, windows[1:], strict=False):
-        assert a.stop - b.start >= 16
-    weights = window_weights(windows, 150, 16)
+    shared = [a.stop - b.start for a, b in zip(windows, windows[1:], strict=False)]
+    assert min(shared) >= 16 and max(shared) - min(shared) <= 1  # every join alike, none pushed back
     total = torch.zeros(150)
     for w, weight in zip(windows, weights, strict=True):
         total[w] += weight.flatten()
         assert weight.min() > 0
-    assert torch.allclose(total[:48], torch.ones(48))  # single coverage, then overlaps that sum to one
-    assert torch.allclose(total[48:64], torch.ones(16))
+    torch.testing.assert_close(total, torch.ones(150))  # single coverage, then ramps that sum to one
+    joins = window_joins(150, 64, 16)
+    assert joins == [(a.stop + b.start) / 2 for a, b in zip(windows, windows[1:], strict=False)]
     with pytest.raises(ValueError, match="overlap"):
-        window_slices(150, 64, 64)
+        window_layout(150, 64, 64)
 
 
 def test_windowed_generation_of_a_wide_image(pipe):
