@@ -1,7 +1,8 @@
 """Throughput of ``riffmask prep`` with its defaults on a mixed folder of real sounds (target: >= 100x
-real time on this 2-core machine), beside one worker process, and beside the defaults with the FFT run
-by torch in every worker as before the torch-free forward path (``riffmask.core.forward``): the same
-run, so the ratio holds whatever else the machine does. The datasets' fingerprints (every pixel) must
+real time on this 2-core machine), beside one worker process, beside the defaults with the FFT run
+by torch in every worker as before the torch-free forward path (``riffmask.core.forward``), and beside
+the defaults where no C compiler builds the magnitude kernel (``riffmask.core.magnitude``): the same
+run, so the ratios hold whatever else the machine does. The datasets' fingerprints (every pixel) must
 be equal.
 
 The folder is built from the six real everyday sounds (``bench.common.real_sounds``): each file a
@@ -27,7 +28,7 @@ import soxr
 
 from bench.common import best_of, real_sounds, write_result
 from riffmask.common.config import load_config
-from riffmask.core import dft
+from riffmask.core import dft, magnitude
 from riffmask.core.audio import load_audio, write_wav
 from riffmask.core.forward import mel_array
 from riffmask.data_prep.config import PrepConfig
@@ -105,11 +106,15 @@ def main(files: int = 18) -> None:
         warm_codec(load_config(PrepConfig, "paper").params)  # filter banks (disk cache) before timing
         runs, fingerprints = {}, set()
         load = os.getloadavg()[0]
-        for name, overrides in (("defaults", []), ("one_process", ["num_proc=1"]), ("defaults_torch_fft", [])):
+        variants = {  # the workers inherit the patches (fork)
+            "defaults_torch_fft": mock.patch.object(dft, "available", lambda: False),
+            "defaults_no_c_compiler": mock.patch.object(magnitude, "native_kernel", lambda: None),
+        }
+        for name, overrides in (("defaults", []), ("one_process", ["num_proc=1"]), ("defaults_torch_fft", []),
+                                ("defaults_no_c_compiler", [])):
             cfg = load_config(PrepConfig, "paper", overrides)
-            torch_fft = mock.patch.object(dft, "available", lambda: False)  # the workers inherit it
             start = time.perf_counter()
-            with torch_fft if name.endswith("torch_fft") else contextlib.nullcontext():
+            with variants.get(name, contextlib.nullcontext()):
                 result = prepare_dataset(root, Path(tmp) / name, cfg, progress=False)
             took = time.perf_counter() - start
             fingerprints.add(dataset_fingerprint(Path(tmp) / name))
@@ -146,7 +151,7 @@ def main(files: int = 18) -> None:
             "load_average_at_start": round(load, 2),
             "per_clip_one_thread_s": stages,
             "png_compress_level": cfg.png_compress_level,
-            "note": "whole runs incl. worker start and dataset build; 2 shared CPU cores, other jobs running",
+            "note": "whole runs incl. worker start and dataset build; 2 CPU cores",
         },
     )
 

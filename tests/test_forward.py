@@ -49,6 +49,31 @@ def test_magnitudes_round_as_torch_abs_even_next_to_a_midpoint(rng):
         assert np.array_equal(torch_abs(values), torch.from_numpy(values).abs().numpy())
 
 
+@pytest.mark.parametrize("kernel", ["c", "numpy"])
+def test_transposed_magnitudes_of_a_column_slice_are_torch_abs(rng, monkeypatch, kernel):
+    """The spectrogram's path: |z| of the used bins (a column slice), written transposed, by the C
+    kernel where a compiler is found and by numpy in blocks of rows where not."""
+    from riffmask.core import magnitude
+
+    if kernel == "numpy":
+        monkeypatch.setattr(magnitude, "native_kernel", lambda: None)
+    elif magnitude.native_kernel() is None:
+        pytest.skip("no C compiler here")
+    n = 130 * 1011
+    scale = 10.0 ** rng.uniform(-12, 4, n)
+    z = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) * scale).astype(np.complex64).reshape(130, 1011)
+    z[3, :4] = [np.nan, np.inf, -np.inf * 1j, 0]
+    z[7, 1000] = complex(np.nan, np.inf)
+    used = z[:, :1003]  # rows of 1003: whole vectors of 8 and a tail of 3, as torch runs them
+    ours = magnitude.torch_abs_transposed(used)
+    assert ours.flags.c_contiguous and ours.shape == (1003, 130)
+    theirs = torch.from_numpy(np.ascontiguousarray(used)).abs().numpy().T
+    assert np.array_equal(ours, theirs, equal_nan=True)
+    # From subnormal squares to overflowing ones, the two paths agree with each other.
+    wide = (z * (10.0 ** rng.uniform(-30, 30, z.shape))).astype(np.complex64)[:, :1003]
+    assert np.array_equal(magnitude.torch_abs_transposed(wide), magnitude.torch_abs(wide).T, equal_nan=True)
+
+
 @pytest.mark.parametrize(
     "params", [SpectrogramParams(), SpectrogramParams(num_frequencies=64), SpectrogramParams(sample_rate=22050)]
 )

@@ -29,7 +29,7 @@ from PIL import Image
 from riffmask.common.cache import cached_arrays
 from riffmask.core import dft
 from riffmask.core.image import Mode, image_from_mel
-from riffmask.core.magnitude import torch_abs
+from riffmask.core.magnitude import native_kernel, torch_abs_transposed
 from riffmask.core.params import SpectrogramParams
 
 #: Bump when the cached arrays' recipe changes, so that old cache files are not read.
@@ -126,8 +126,8 @@ def fast_mel_spectrogram(audio: np.ndarray, params: SpectrogramParams, threads: 
     """
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     used = filter_arrays(params)["bank"].shape[0]
-    mag = torch_abs(spectrum_rows(audio, params, threads)[:, :used]).T  # (used, clips * frames)
-    mel = _mel_of_magnitudes(np.ascontiguousarray(mag), params)
+    mag = torch_abs_transposed(spectrum_rows(audio, params, threads)[:, :used])  # (used, clips * frames)
+    mel = _mel_of_magnitudes(mag, params)
     count = params.frames_for(audio.shape[-1])
     return mel.reshape(params.num_frequencies, -1, count).transpose(1, 0, 2).reshape(
         *audio.shape[:-1], params.num_frequencies, count
@@ -149,6 +149,7 @@ def warm(params: SpectrogramParams) -> None:
     """Load the FFT library and the format's arrays now (e.g. before forking workers), transforming nothing."""
     if dft.available():
         _band_order(params)
+        native_kernel()
     else:
         from riffmask.core.codec import mel_spectrogram
 

@@ -16,26 +16,21 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import hashlib
 import logging
 import os
-import platform
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from riffmask.common.cache import cache_dir
-from riffmask.common.io import atomic_path
+from riffmask.common.native import native_library
 from riffmask.core.params import SpectrogramParams
 
 HANN_LAMBDA = 0.25645
 LEVELS = 1024
 #: The heap integration in C (the same steps as :func:`_integrate`), built with the system's C compiler.
 _SOURCE = Path(__file__).with_name("pghi.c")
-_FLAGS = ("-O2", "-fPIC", "-shared", "-ffp-contract=off")  # no fused multiply-adds: numba's rounding
 log = logging.getLogger(__name__)
 
 
@@ -112,25 +107,9 @@ def _compiled_kernels_in_user_cache() -> Iterator[None]:
 
 
 def _native_library() -> ctypes.CDLL | None:
-    """``pghi.c`` built once per source, compiler and machine into the user's cache folder (``native/``),
-    loaded; None where no C compiler works or the folder is not writable."""
-    compiler = os.environ.get("CC") or "cc"
-    recipe = _SOURCE.read_bytes() + " ".join((compiler, *_FLAGS, platform.machine(), platform.system())).encode()
-    path = cache_dir() / "native" / f"pghi-{hashlib.sha256(recipe).hexdigest()[:20]}.so"
-    if not path.is_file():
-        if shutil.which(compiler) is None:
-            return None
-        try:
-            with atomic_path(path, suffix=".so") as tmp:
-                subprocess.run([compiler, *_FLAGS, "-o", str(tmp), str(_SOURCE)], check=True, capture_output=True,
-                               timeout=120)  # fmt: skip
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.debug("cannot build the PGHI kernel with %s (%s); using numba", compiler, exc)
-            return None
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as exc:
-        log.debug("cannot load %s (%s); using numba", path, exc)
+    """``pghi.c`` built and loaded (:func:`riffmask.common.native.native_library`); None where it cannot be."""
+    lib = native_library(_SOURCE)
+    if lib is None:
         return None
     pointer = np.ctypeslib.ndpointer
     lib.riffmask_pghi_integrate.argtypes = [
