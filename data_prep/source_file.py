@@ -51,7 +51,11 @@ def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, 
     try:
         rate = _probe_rate(source.path)
         if rate < cfg.min_sample_rate:
-            raise AudioError(source.path, f"sample rate {rate} Hz is below min_sample_rate {cfg.min_sample_rate}")
+            raise AudioError(
+                source.path,
+                f"sample rate {rate} Hz is below min_sample_rate {cfg.min_sample_rate}: its clips would be empty "
+                f"above {rate // 2} Hz; add min_sample_rate={rate} to use it anyway",
+            )
         audio = load_audio(source.path, params.sample_rate)
         min_tail = int(cfg.min_tail_fraction * cfg.clip_samples)
         if len(audio) < min_tail:
