@@ -18,15 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
-
 from riffmask.common.config import ConfigError
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import output_folder, write_json_atomic
+from riffmask.core.audio import AudioError, audio_header
 from riffmask.data_prep.clips import clip_starts
 from riffmask.data_prep.config import PrepConfig, available_cores
 from riffmask.data_prep.readers import STATE_DIR
-from riffmask.data_prep.source_file import init_worker, prepare_task, read_manifest, warm_codec
+from riffmask.data_prep.source_file import (
+    check_length,
+    check_rate,
+    init_worker,
+    prepare_task,
+    read_manifest,
+    warm_codec,
+)
 from riffmask.data_prep.sources import Source, scan_genres
 from riffmask.data_prep.writers import finalize, finalized_matches
 
@@ -110,8 +116,8 @@ def prepare_dataset(
 def _seconds(source: Source) -> float:
     """The file's length from its header; 0 where it cannot be read (its worker reports why)."""
     try:
-        return sf.info(str(source.path)).duration
-    except Exception:  # noqa: BLE001 - any parse failure is reported when the file is prepared
+        return audio_header(source.path).duration
+    except AudioError:  # reported when the file is prepared
         return 0.0
 
 
@@ -139,13 +145,15 @@ def _plan(sources: list[Source], pending: list[Source], ignored: list[dict], cfg
     min_tail = int(cfg.min_tail_fraction * cfg.clip_samples)
     for source in pending:
         try:
-            info = sf.info(str(source.path))
-        except Exception as exc:  # noqa: BLE001 - any parse failure means "would be rejected"
-            rejected.append({"source": source.rel, "reason": f"not a readable audio file ({exc})"})
+            info = audio_header(source.path)
+            samples = int(round(info.duration * cfg.params.sample_rate))
+            check_rate(source.path, info.samplerate, cfg)
+            check_length(source.path, samples, cfg)
+        except AudioError as exc:
+            rejected.append({"source": source.rel, "reason": exc.problem})
             continue
         files.append({"source": source.rel, "seconds": round(info.duration, 2), "sample_rate": info.samplerate})
         seconds += info.duration
-        samples = int(round(info.duration * cfg.params.sample_rate))
         estimate += len(clip_starts(samples, cfg.clip_samples, cfg.hop_samples, min_tail))
     return {
         "dry_run": True,

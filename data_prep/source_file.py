@@ -12,10 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
-
 from riffmask.common.io import inside, safe_stem, write_json_atomic
-from riffmask.core.audio import AudioError, load_audio, write_wav
+from riffmask.core.audio import AudioError, audio_header, load_audio, write_wav
 from riffmask.core.params import SpectrogramParams
 from riffmask.data_prep.clips import cut_clips, rms_db
 from riffmask.data_prep.config import PrepConfig
@@ -30,11 +28,22 @@ def clip_id(source: Source, index: int) -> str:
     return f"{safe_stem(source.genre)}-{safe_stem(Path(source.rel).stem)[:40]}-{source.key[:8]}-{index:04d}"
 
 
-def _probe_rate(path: Path) -> int:
-    try:
-        return sf.info(str(path)).samplerate
-    except Exception as exc:  # libsndfile raises several types for files it cannot parse
-        raise AudioError(path, f"not a readable audio file ({exc})") from None
+def check_rate(path: Path, rate: int, cfg: PrepConfig) -> None:
+    """:class:`AudioError` for a file recorded below ``min_sample_rate``."""
+    if rate < cfg.min_sample_rate:
+        raise AudioError(
+            path,
+            f"sample rate {rate} Hz is below min_sample_rate {cfg.min_sample_rate}: its clips would be empty "
+            f"above {rate // 2} Hz; add min_sample_rate={rate} to use it anyway",
+        )
+
+
+def check_length(path: Path, samples: int, cfg: PrepConfig) -> None:
+    """:class:`AudioError` for a file too short for one clip (``samples`` at the format's rate)."""
+    min_tail = int(cfg.min_tail_fraction * cfg.clip_samples)
+    if samples < min_tail:
+        rate = cfg.params.sample_rate
+        raise AudioError(path, f"too short ({samples / rate:.2f} s < {min_tail / rate:.2f} s)")
 
 
 def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, Any]:
@@ -48,21 +57,11 @@ def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, 
     manifest: dict[str, Any] = {"source": source.rel, "genre": source.genre, "signature": source.signature()}
     split = source.split(cfg.validation_fraction, cfg.split_seed)
     params = cfg.params
+    min_tail = int(cfg.min_tail_fraction * cfg.clip_samples)
     try:
-        rate = _probe_rate(source.path)
-        if rate < cfg.min_sample_rate:
-            raise AudioError(
-                source.path,
-                f"sample rate {rate} Hz is below min_sample_rate {cfg.min_sample_rate}: its clips would be empty "
-                f"above {rate // 2} Hz; add min_sample_rate={rate} to use it anyway",
-            )
+        check_rate(source.path, audio_header(source.path).samplerate, cfg)
         audio = load_audio(source.path, params.sample_rate)
-        min_tail = int(cfg.min_tail_fraction * cfg.clip_samples)
-        if len(audio) < min_tail:
-            raise AudioError(
-                source.path,
-                f"too short ({len(audio) / params.sample_rate:.2f} s < {min_tail / params.sample_rate:.2f} s)",
-            )
+        check_length(source.path, len(audio), cfg)
     except AudioError as exc:
         manifest.update(status="rejected", reason=exc.problem, clips=[], dropped=[], seconds=0.0)
         write_json_atomic(manifest_path(out_dir, source), manifest)

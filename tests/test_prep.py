@@ -188,12 +188,16 @@ def test_bad_files_are_reported_and_the_good_ones_kept(tmp_path):
     sf.write(bad / "quiet_start.wav", quiet_start, SR)
     (root / "loose.wav").write_bytes(b"")
 
+    plan = prep(root, tmp_path / "out", dry_run=True).report  # from headers: all but what needs the samples
+    planned = {r["source"].split("/")[-1]: r["reason"] for r in plan["rejected"]}
+    assert set(planned) == {"corrupt.mp3", "empty.wav", "notes.wav", "short.wav", "phone.wav"}
     result = prep(root, tmp_path / "out")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     rejected = {r["source"].split("/")[-1]: r["reason"] for r in report["rejected"]}
     assert set(rejected) == {"corrupt.mp3", "empty.wav", "notes.wav", "short.wav", "nan.wav", "phone.wav"}
+    assert all(planned[name] == rejected[name] for name in planned)
     assert "empty" in rejected["empty.wav"] and "NaN" in rejected["nan.wav"]
-    assert "too short" in rejected["short.wav"] and "8000 Hz" in rejected["phone.wav"]
+    assert "too short" in rejected["short.wav"] and "min_sample_rate=8000" in rejected["phone.wav"]
     assert {i["file"] for i in report["ignored"]} == {"mixed/cover.jpg", "loose.wav"}
     assert report["dropped"]["by_reason"] == {"near-silent": 3}  # silent.wav twice, quiet_start once
     assert report["files_read"] == 3 and report["clips_written"] == 3 + 1

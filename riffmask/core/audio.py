@@ -55,6 +55,22 @@ def is_audio_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
+def audio_header(path: str | os.PathLike) -> sf._SoundFileInfo:
+    """``path``'s header (``samplerate``, ``frames``, ``duration``, …) without reading its samples.
+
+    Raises :class:`AudioError` as :func:`load_audio` does for a missing, empty or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "the file is empty")
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(path, f"not a readable audio file ({_why_unreadable(path, exc)})") from None
+
+
 def load_audio(
     path: str | os.PathLike,
     sample_rate: int = 44100,
