@@ -144,16 +144,17 @@ def sweep(work: Path, model: Path) -> dict:
     rows = [r for r in read_csv(out / "sweep.csv") if not r.get("error")]
     curve = [{"downshift": point["value"], **{m: round(by_value[m][i]["mean"], 3) for m in
                                               ("ssim", "ssim_vae", "chroma", "genre", "input_genre")},
-              "genre_by_prompt": _rate_by_prompt([r for r in rows if r["downshift"] == point["value"]])}
+              **{f"{m}_by_prompt": _rate_by_prompt([r for r in rows if r["downshift"] == point["value"]], m)
+                 for m in ("genre", "input_genre")}}
              for i, point in enumerate(by_value["ssim"])]
     return {"sounds": [s.name for s in sounds], "prompts": genres, "cpu_minutes": round(cpu / 60, 2),
             "by_downshift": curve}
 
 
-def _rate_by_prompt(rows: list[dict]) -> dict[str, float]:
-    """Share of each prompt's outputs that read as that prompt's genre."""
+def _rate_by_prompt(rows: list[dict], metric: str) -> dict[str, float]:
+    """Share of each prompt's outputs (``genre``) or inputs (``input_genre``) that read as its genre."""
     prompts = sorted({r["prompt"] for r in rows})
-    return {p: round(sum(r["genre"] for r in rows if r["prompt"] == p) / sum(r["prompt"] == p for r in rows), 3)
+    return {p: round(sum(r[metric] for r in rows if r["prompt"] == p) / sum(r["prompt"] == p for r in rows), 3)
             for p in prompts}
 
 
