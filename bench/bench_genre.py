@@ -18,9 +18,10 @@
    ``validation/genre.json``; the run's CPU seconds come from the operating system (children's
    rusage), and the CPU time at each validation step is that total pro rata of steps.
 4. The paper's trade-off in miniature: ``riffmask sweep`` of the full fine-tune on the six real
-   everyday sounds with each genre prompt, per downshift: the genre rate of the outputs (how often an
-   output latent made with prompt G reads as G) and of the inputs, beside SSIM to the input and to
-   its VAE round trip (the tiny model's random VAE hides the downshift from plain SSIM).
+   everyday sounds with each genre prompt, per guidance (3, and the paper's 8) and downshift: the
+   genre rate of the outputs (how often an output latent made with prompt G reads as G) and of the
+   inputs, beside SSIM to the input and to its VAE round trip (the tiny model's random VAE hides the
+   downshift from plain SSIM).
 
     python -m bench.bench_genre                        # writes bench/results/genre.json
     python -m bench.bench_genre --modes full,lora --steps 1000
@@ -56,6 +57,9 @@ MUSIC_BASE = ("captions=instance_prompt", "instance_prompt=music", "validation_s
 VALIDATION_EVERY = 250
 #: From keeping the mask's loud parts to the end (0) to plain img2img (255, SPEC §2).
 SWEEP_DOWNSHIFT = "0,85,...,255"
+#: The paper's guidance (8) and a lower one: at 8 the tiny model's ambient samples leave the genre
+#: even from pure noise (strength 1), at 1-3 they read as ambient (docs/genre.md).
+SWEEP_GUIDANCE = "3,8"
 RESULTS_FILE = RESULTS / "genre.json"
 
 
@@ -130,25 +134,32 @@ def train(work: Path, base: Path, dataset: Path, mode: str, steps: int) -> dict:
 
 
 def sweep(work: Path, model: Path) -> dict:
-    """Genre rate and SSIM per downshift: the fine-tune's outputs from the real sounds, each genre prompt."""
+    """Genre rate and SSIM per guidance and downshift: the fine-tune's outputs from the real sounds, each
+    genre prompt."""
+    from riffmask.metrics.results import read_csv
+
     genres = sorted(p.name for p in (work / "genres").iterdir())
     out = work / "sweep"
     sounds = real_sounds()
     cpu = riffmask("sweep", *map(str, sounds), "--model", str(model), "--config", "fast",
                    "--prompt", "[" + ", ".join(genres) + "]", "--downshift", SWEEP_DOWNSHIFT,
-                   "--num-frequencies", "64", "--window", "64", "--overlap", "16", "--no-save", "--out", str(out),
-                   log=work / "sweep.log")
-    from riffmask.metrics.results import read_csv
-
-    by_value = json.loads((out / "summary.json").read_text())["by_value"]["downshift"]
+                   "--guidance", SWEEP_GUIDANCE, "--num-frequencies", "64", "--window", "64", "--overlap", "16",
+                   "--no-save", "--out", str(out), log=work / "sweep.log")  # fmt: skip
     rows = [r for r in read_csv(out / "sweep.csv") if not r.get("error")]
-    curve = [{"downshift": point["value"], **{m: round(by_value[m][i]["mean"], 3) for m in
-                                              ("ssim", "ssim_vae", "chroma", "genre", "input_genre")},
-              **{f"{m}_by_prompt": _rate_by_prompt([r for r in rows if r["downshift"] == point["value"]], m)
-                 for m in ("genre", "input_genre")}}
-             for i, point in enumerate(by_value["ssim"])]
+
+    def point(group: list[dict]) -> dict:
+        means = {m: round(sum(r[m] for r in group) / len(group), 3)
+                 for m in ("ssim", "ssim_vae", "chroma", "genre", "input_genre")}
+        return {**means, **{f"{m}_by_prompt": _rate_by_prompt(group, m) for m in ("genre", "input_genre")},
+                "items": len(group)}
+
+    curves = {
+        str(g): [{"downshift": d, **point([r for r in rows if r["guidance"] == g and r["downshift"] == d])}
+                 for d in sorted({r["downshift"] for r in rows})]
+        for g in sorted({r["guidance"] for r in rows})
+    }
     return {"sounds": [s.name for s in sounds], "prompts": genres, "cpu_minutes": round(cpu / 60, 2),
-            "by_downshift": curve}
+            "by_guidance_and_downshift": curves}
 
 
 def _rate_by_prompt(rows: list[dict], metric: str) -> dict[str, float]:
