@@ -16,6 +16,7 @@ def main() -> int:
         if only and name.removeprefix("bench_") not in only:
             continue
         print(f"== {name}", flush=True)
+        sys.argv = [name]  # each benchmark's own defaults: the names given here are not its arguments
         try:
             importlib.import_module(f"bench.{name}").main()
         except Exception as exc:  # one broken benchmark must not hide the others' numbers
