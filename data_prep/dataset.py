@@ -14,6 +14,8 @@ import multiprocessing
 import os
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from riffmask.data_prep.readers import STATE_DIR
 from riffmask.data_prep.source_file import (
     check_length,
     check_rate,
+    failed_manifest,
     init_worker,
     prepare_task,
     read_manifest,
@@ -87,10 +90,16 @@ def prepare_dataset(
         # Longest first: the workers then finish together instead of one waiting on a long last file.
         new.sort(key=lambda task: _seconds(task[0]), reverse=True)
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        with ctx.Pool(min(cfg.workers, len(new)), initializer=init_worker, initargs=(threads,)) as pool:
+        workers = min(cfg.workers, len(new))
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(threads,)) as pool:
+            running = {pool.submit(prepare_task, task): task[0] for task in new}
             # The dataset writer's import (most of a second) while the workers work, not after them.
             threading.Thread(target=importlib.import_module, args=("datasets",), daemon=True).start()
-            for manifest in pool.imap_unordered(prepare_task, new):
+            for future in as_completed(running):
+                try:
+                    manifest = future.result()
+                except BrokenProcessPool:  # a worker died (killed, out of memory, a crash in a decoder)
+                    manifest = failed_manifest(running[future], WORKER_DIED)
                 done[manifest["source"]] = manifest
                 bar.update()
     else:
@@ -111,6 +120,13 @@ def prepare_dataset(
     report["run"]["x_real_time"] = round(audio_seconds / max(report["run"]["seconds"], 1e-9), 1)
     write_json_atomic(out_dir / "report.json", report)
     return PrepResult(out_dir, report)
+
+
+#: Why the files in flight when a worker process died are not prepared; the finished ones are kept.
+WORKER_DIED = (
+    "a worker process died while this file was queued or being prepared (killed, out of memory, or a crash "
+    "in the audio decoder); finished files are kept, run prep again to retry it"
+)
 
 
 def _seconds(source: Source) -> float:

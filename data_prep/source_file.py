@@ -154,13 +154,17 @@ def prepare_task(task: tuple[Source, PrepConfig, Path]) -> dict[str, Any]:
         return prepare_source(*task)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
         log.exception("unexpected failure on %s", source.rel)
-        reason = f"unexpected error, will retry next run ({type(exc).__name__}: {exc})"
-        return {
-            "source": source.rel,
-            "genre": source.genre,
-            "status": "failed",
-            "reason": reason,
-            "clips": [],
-            "dropped": [],
-            "seconds": 0.0,
-        }
+        return failed_manifest(source, f"unexpected error, will retry next run ({type(exc).__name__}: {exc})")
+
+
+def failed_manifest(source: Source, reason: str) -> dict[str, Any]:
+    """The report entry of a file that failed in a way a rerun may not repeat (it gets no manifest file)."""
+    return {
+        "source": source.rel,
+        "genre": source.genre,
+        "status": "failed",
+        "reason": reason,
+        "clips": [],
+        "dropped": [],
+        "seconds": 0.0,
+    }

@@ -268,6 +268,33 @@ def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, referenc
     assert prep(genres, out).up_to_date
 
 
+@pytest.mark.timeout(180)
+def test_a_worker_that_dies_costs_only_the_files_in_flight(tmp_path, monkeypatch):
+    """A worker killed mid-file (out of memory, a decoder crash) must not hang the run or lose finished
+    files; the rerun prepares what is missing."""
+    from riffmask.data_prep import source_file
+
+    root = make_genres(tmp_path / "g", files=3)
+    doomed = sorted(root.rglob("*.wav"))[-1]
+    prepare = source_file.prepare_source
+
+    def dies_on_one_file(source, cfg, out_dir):
+        if source.path == doomed:
+            os._exit(9)  # no exception, no manifest: the process is simply gone
+        return prepare(source, cfg, out_dir)
+
+    monkeypatch.setattr(source_file, "prepare_source", dies_on_one_file)  # the forked workers inherit it
+    report = prep(root, tmp_path / "out", "num_proc=2").report
+    failed = {r["source"] for r in report["rejected"]}
+    assert str(doomed.relative_to(root)) in failed and all("worker process died" in r["reason"]
+                                                           for r in report["rejected"])
+    assert report["files_read"] + len(failed) == 6 and report["files_read"] >= 1
+    monkeypatch.setattr(source_file, "prepare_source", prepare)
+    again = prep(root, tmp_path / "out", "num_proc=2").report
+    assert again["run"]["files_prepared"] == len(failed) and again["files_read"] == 6 and not again["rejected"]
+    assert again["fingerprint"] == prep(root, tmp_path / "fresh").report["fingerprint"]
+
+
 def test_empty_splits_still_load(tmp_path):
     root = make_genres(tmp_path / "g", files=1)
     result = prep(root, tmp_path / "out", "validation_fraction=0")
