@@ -88,6 +88,11 @@ class PrepConfig:
         return self.clip_samples / self.params.sample_rate
 
     @property
+    def min_tail_samples(self) -> int:
+        """The shortest last clip kept (and so the shortest file that makes one)."""
+        return int(self.min_tail_fraction * self.clip_samples)
+
+    @property
     def hop_samples(self) -> int:
         seconds = self.clip_seconds - self.overlap_seconds if self.hop_seconds is None else self.hop_seconds
         return int(round(seconds * self.params.sample_rate))

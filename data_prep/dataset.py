@@ -158,7 +158,6 @@ def _check_settings(out_dir: Path, cfg: PrepConfig) -> None:
 def _plan(sources: list[Source], pending: list[Source], ignored: list[dict], cfg: PrepConfig) -> dict[str, Any]:
     """What a run would do, from file headers only (``--dry-run``)."""
     files, seconds, estimate, rejected = [], 0.0, 0, []
-    min_tail = int(cfg.min_tail_fraction * cfg.clip_samples)
     for source in pending:
         try:
             info = audio_header(source.path)
@@ -170,7 +169,7 @@ def _plan(sources: list[Source], pending: list[Source], ignored: list[dict], cfg
             continue
         files.append({"source": source.rel, "seconds": round(info.duration, 2), "sample_rate": info.samplerate})
         seconds += info.duration
-        estimate += len(clip_starts(samples, cfg.clip_samples, cfg.hop_samples, min_tail))
+        estimate += len(clip_starts(samples, cfg.clip_samples, cfg.hop_samples, cfg.min_tail_samples))
     return {
         "dry_run": True,
         "files_found": len(sources),

@@ -40,10 +40,9 @@ def check_rate(path: Path, rate: int, cfg: PrepConfig) -> None:
 
 def check_length(path: Path, samples: int, cfg: PrepConfig) -> None:
     """:class:`AudioError` for a file too short for one clip (``samples`` at the format's rate)."""
-    min_tail = int(cfg.min_tail_fraction * cfg.clip_samples)
-    if samples < min_tail:
+    if samples < cfg.min_tail_samples:
         rate = cfg.params.sample_rate
-        raise AudioError(path, f"too short ({samples / rate:.2f} s < {min_tail / rate:.2f} s)")
+        raise AudioError(path, f"too short ({samples / rate:.2f} s < {cfg.min_tail_samples / rate:.2f} s)")
 
 
 def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, Any]:
@@ -57,7 +56,6 @@ def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, 
     manifest: dict[str, Any] = {"source": source.rel, "genre": source.genre, "signature": source.signature()}
     split = source.split(cfg.validation_fraction, cfg.split_seed)
     params = cfg.params
-    min_tail = int(cfg.min_tail_fraction * cfg.clip_samples)
     try:
         check_rate(source.path, audio_header(source.path).samplerate, cfg)
         audio = load_audio(source.path, params.sample_rate)
@@ -67,7 +65,7 @@ def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, 
         write_json_atomic(manifest_path(out_dir, source), manifest)
         return manifest
     records, dropped = [], []
-    for clip in cut_clips(audio, cfg.clip_samples, cfg.hop_samples, min_tail):
+    for clip in cut_clips(audio, cfg.clip_samples, cfg.hop_samples, cfg.min_tail_samples):
         offset = round(clip.start / params.sample_rate, 4)
         level = rms_db(clip.audio[: clip.length])
         if level < cfg.silence_db:

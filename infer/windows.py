@@ -37,8 +37,7 @@ def window_layout(
     starts = window_starts(width, window, overlap, loop)
     if len(starts) == 1:
         return [slice(0, width)], [torch.ones(1, 1, 1, width)]
-    ends = starts[1:] + ([starts[0] + width] if loop else [])
-    shared_after = [window - (b - a) for a, b in zip(starts, ends, strict=False)] + ([] if loop else [0])
+    shared_after = [window - (b - a) for a, b in _neighbours(starts, width, loop)] + ([] if loop else [0])
     shared_before = shared_after[-1:] + shared_after[:-1] if loop else [0] + shared_after[:-1]
     weights = [_profile(window, before, after) for before, after in zip(shared_before, shared_after, strict=True)]
     if loop:
@@ -51,9 +50,15 @@ def window_joins(width: int, window: int, overlap: int, loop: bool = False) -> l
     starts = window_starts(width, window, overlap, loop)
     if len(starts) == 1:
         return []
-    ends = starts[1:] + ([starts[0] + width] if loop else [])
-    joins = [(a + window + b) / 2 for a, b in zip(starts, ends, strict=False)]
+    joins = [(a + window + b) / 2 for a, b in _neighbours(starts, width, loop)]
     return sorted(j % width for j in joins) if loop else joins
+
+
+def _neighbours(starts: list[int], width: int, loop: bool) -> list[tuple[int, int]]:
+    """The starts of each pair of neighbouring windows; a loop's last window is followed by the first,
+    one lap on."""
+    ends = starts[1:] + ([starts[0] + width] if loop else [])
+    return list(zip(starts, ends, strict=False))
 
 
 def _profile(window: int, before: int, after: int) -> torch.Tensor:

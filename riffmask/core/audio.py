@@ -26,6 +26,24 @@ class AudioError(RiffmaskError):
         super().__init__(f"{path}: {problem}")
 
 
+#: What libsndfile raises for a file it cannot parse.
+_LIBSNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError)
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; :class:`AudioError` when it is no file or an empty one."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "the file is empty")
+    return path
+
+
+def _unreadable(path: Path, exc: Exception) -> AudioError:
+    return AudioError(path, f"not a readable audio file ({_why_unreadable(path, exc)})")
+
+
 def _why_unreadable(path: Path, exc: Exception) -> str:
     """libsndfile's reason, unless it misleads: for content it does not know it blames pipes."""
     with open(path, "rb") as handle:
@@ -60,15 +78,11 @@ def audio_header(path: str | os.PathLike) -> sf._SoundFileInfo:
 
     Raises :class:`AudioError` as :func:`load_audio` does for a missing, empty or unreadable file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "the file is empty")
+    path = _existing_file(path)
     try:
         return sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(path, f"not a readable audio file ({_why_unreadable(path, exc)})") from None
+    except _LIBSNDFILE_ERRORS as exc:
+        raise _unreadable(path, exc) from None
 
 
 def load_audio(
@@ -82,11 +96,7 @@ def load_audio(
     Stereo is averaged to mono; other rates are resampled with soxr (high quality). Raises
     :class:`AudioError` for a missing, empty, unreadable or non-audio file, or one holding NaN/Inf.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "the file is empty")
+    path = _existing_file(path)
     if start < 0 or (duration is not None and duration <= 0):
         raise AudioError(path, f"invalid range start={start} duration={duration}")
     try:
@@ -101,8 +111,8 @@ def load_audio(
             data = f.read(count, dtype="float32", always_2d=True)
     except AudioError:
         raise
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(path, f"not a readable audio file ({_why_unreadable(path, exc)})") from None
+    except _LIBSNDFILE_ERRORS as exc:
+        raise _unreadable(path, exc) from None
     if data.shape[0] == 0:
         raise AudioError(path, "contains no audio samples")
     if not np.isfinite(data).all():
