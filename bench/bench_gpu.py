@@ -11,10 +11,12 @@
 3. ``trainer``: the real commands on the tiny model, on CUDA: ``riffmask prep``, ``riffmask train``
    with fp16 and 8-bit AdamW (GradScaler, bitsandbytes' CUDA kernels, validation) and a resume,
    then ``riffmask generate`` in fp16 with the fine-tuned model.
-4. ``recipe``: ``configs/t4_full_8bit.yaml`` through ``accelerate launch train/dreambooth.py`` at full
-   size (random weights): the peak GPU memory the run logs, against the T4's 15 GiB.
+4. ``recipe``: ``configs/train/t4_full_8bit.yaml`` through ``accelerate launch train/dreambooth.py`` at
+   full size (random weights): the peak GPU memory the run logs, against the T4's 15 GiB.
+5. ``zero2``: the same recipe training the UNet alone with torch's AdamW, under ``single_gpu.yaml`` and
+   under ``deepspeed_zero2.yaml`` (needs ``pip install 'riffmask[deepspeed]'``): memory and time side by side.
 
-    python -m bench.bench_gpu [--sounds DIR] [--only generate,train,trainer,recipe]   # bench/results/gpu.json
+    python -m bench.bench_gpu [--sounds DIR] [--only generate,train,trainer,recipe,zero2]   # bench/results/gpu.json
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 from bench.common import real_sounds, write_result
 
 GIB = 1024**3
-SECTIONS = ("generate", "train", "trainer", "recipe")
+SECTIONS = ("generate", "train", "trainer", "recipe", "zero2")
 
 
 def free_cuda() -> None:
@@ -190,25 +192,27 @@ def bench_trainer(sounds: list[Path], tmp: Path) -> dict:
             "generate_dtype": sidecar.get("dtype"), "outputs": sorted(p.name for p in (tmp / "music").iterdir())}
 
 
-# --------------------------------------------------------------------------- 4. the T4 recipe at full size
-def bench_recipe(tmp: Path, steps: int = 12) -> dict:
-    """``accelerate launch train/dreambooth.py --config t4_full_8bit`` on the full-size architecture:
-    the text encoder for the first half of the steps, then the UNet, validation audio at the end, the
-    pipeline saved. Peak GPU memory from the run's own log (``gpu_memory_gib``)."""
+# --------------------------------------------------------------------------- 4-5. recipes at full size
+def launch_recipe(tmp: Path, accelerate_config: str, overrides: list[str], steps: int = 12) -> dict:
+    """``accelerate launch --config_file configs/accelerate/<accelerate_config>.yaml train/dreambooth.py
+    --config t4_full_8bit`` on the full-size architecture, validation audio at the end, the pipeline
+    saved. Peak GPU memory from the run's own log (``gpu_memory_gib``)."""
     import subprocess
     import sys
 
     from riffmask.data_prep.synth import write_builtin_genres
     from riffmask.train.dreambooth import read_training_log
 
+    tmp.mkdir(parents=True, exist_ok=True)
     base, dataset, out = save_full_size_pipeline(tmp / "full-size"), tmp / "dataset", tmp / "run"
     write_builtin_genres(tmp / "genres")
     run_riffmask("prep", str(tmp / "genres"), str(dataset))
     overrides = [f"pretrained_model_name_or_path={base}", f"dataset={dataset}", f"output_dir={out}",
-                 f"max_train_steps={steps}", f"text_encoder_steps={steps // 2}", "checkpointing_steps=0",
-                 f"validation_steps={steps}", "report_to=none"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/single_gpu.yaml",
-           "train/dreambooth.py", "--config", "configs/t4_full_8bit.yaml", *overrides]
+                 f"max_train_steps={steps}", "checkpointing_steps=0", f"validation_steps={steps}", "report_to=none",
+                 *overrides]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           f"configs/accelerate/{accelerate_config}.yaml", "train/dreambooth.py", "--config", "t4_full_8bit",
+           *overrides]
     started = time.perf_counter()
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - started
@@ -220,11 +224,24 @@ def bench_recipe(tmp: Path, steps: int = 12) -> dict:
         "steps": steps,
         "seconds_with_loading_validation_and_saving": round(seconds, 1),
         "peak_gpu_memory_gib": max(r.get("gpu_memory_gib", 0.0) for r in log),
-        "peak_gpu_memory_gib_text_encoder_phase": max(r.get("gpu_memory_gib", 0.0) for r in log[: steps // 2]),
+        "peak_gpu_memory_gib_first_half": max(r.get("gpu_memory_gib", 0.0) for r in log[: steps // 2]),
         "losses_finite": all(math.isfinite(r["loss"]) for r in log),
         "log_tail": log[-1],
         "outputs": sorted(p.name for p in out.iterdir()),
     }
+
+
+def bench_recipe(tmp: Path, steps: int = 12) -> dict:
+    """The T4 recipe as bundled: the text encoder for the first half of the steps, then the UNet."""
+    return launch_recipe(tmp, "single_gpu", [f"text_encoder_steps={steps // 2}"], steps)
+
+
+def bench_zero2(tmp: Path, steps: int = 12) -> dict:
+    """The UNet-only T4 recipe with torch's AdamW, plain and under DeepSpeed ZeRO-2 (optimizer state
+    offloaded to the CPU): peak GPU memory and time side by side."""
+    unet_only = ["train_text_encoder=false", "text_encoder_steps=0", "optimizer=adamw"]
+    return {"plain": launch_recipe(tmp / "plain", "single_gpu", unet_only, steps),
+            "zero2": launch_recipe(tmp / "zero2", "deepspeed_zero2", unet_only, steps)}
 
 
 # --------------------------------------------------------------------------- main
@@ -253,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
                     results[section] = bench_trainer(sounds, Path(tmp))
                 elif section == "recipe":
                     results[section] = bench_recipe(Path(tmp))
+                elif section == "zero2":
+                    results[section] = bench_zero2(Path(tmp))
                 else:
                     raise SystemExit(f"--only: unknown section {section!r}; choose from {SECTIONS}")
         except Exception as exc:  # later sections still run; the error is in the results

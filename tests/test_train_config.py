@@ -9,6 +9,7 @@ from riffmask.cli import main as riffmask_main
 from riffmask.common.config import ConfigError, find_config, load_config
 from riffmask.train import checkpoint, data
 from riffmask.train.config import TrainConfig
+from riffmask.train.models import fit_deepspeed
 from riffmask.train.schedule import Phase, Schedule, lr_factor
 
 RECIPES = ("t4_full_8bit", "t4_lora", "a100_full", "cpu_smoke", "cpu_genre")
@@ -118,3 +119,32 @@ def test_resume_from_a_checkpoint_of_other_data_is_refused_before_models_load(tm
             f"output_dir={tmp_path / 'out'}", f"resume={ckpt}"]
     assert riffmask_main(argv) == 2
     assert "was trained on different data" in capsys.readouterr().err
+
+
+def _bundled_zero2_plugin():
+    """accelerate's DeepSpeed plugin as `accelerate launch` builds it from the bundled ZeRO-2 config."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    from riffmask.common.config import read_yaml
+
+    bundled = read_yaml(find_config("deepspeed_zero2", "accelerate"))["deepspeed_config"]
+    return DeepSpeedPlugin(**bundled)
+
+
+def test_deepspeed_follows_the_recipes_batch_accumulation_and_clipping(tmp_path):
+    cfg = load_config(TrainConfig, "cpu_smoke", [f"dataset={_prepared_stub(tmp_path / 'prep')}", "train_batch_size=2",
+                                                 "gradient_accumulation_steps=3", "max_grad_norm=0.5"])
+    plugin = _bundled_zero2_plugin()
+    assert fit_deepspeed(plugin, cfg, num_processes=4)  # the bundled config offloads the optimizer
+    ds = plugin.deepspeed_config
+    sizes = ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]
+    assert sizes == (2, 3, 24)
+    assert ds["gradient_clipping"] == 0.5
+    # accelerate would replace the optimizer by a CPU Adam of its own, without the recipe's betas and epsilon
+    assert ds["zero_force_ds_cpu_optimizer"] is False
+
+
+def test_deepspeed_offload_refuses_an_8bit_optimizer_before_models_load(tmp_path):
+    cfg = load_config(TrainConfig, "t4_lora", [f"dataset={_prepared_stub(tmp_path / 'prep')}", "optimizer=adamw8bit"])
+    with pytest.raises(ConfigError, match="optimizer: adamw8bit does not combine with DeepSpeed's optimizer offload"):
+        fit_deepspeed(_bundled_zero2_plugin(), cfg, num_processes=1)

@@ -120,9 +120,10 @@ def save_checkpoint(accelerator, root: Path, step: int, extra: dict, keep: int |
 
 def _fsync_tree(folder: Path) -> None:
     """Flush the files to disk before the rename publishes them (a power cut must not expose zeros)."""
-    for path in folder.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
+    for path in folder.rglob("*"):  # DeepSpeed writes its engine state into a subfolder
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
 
 
 def _prune(root: Path, keep: int | None) -> None:

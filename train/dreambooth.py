@@ -30,7 +30,15 @@ from riffmask.data_prep.readers import dataset_fingerprint, load_prepared
 from riffmask.train import checkpoint, data, lora
 from riffmask.train.config import TrainConfig
 from riffmask.train.loss import per_sample_loss, training_target
-from riffmask.train.models import load_models, make_optimizer, place, trainable_names, weight_dtype
+from riffmask.train.models import (
+    fit_deepspeed,
+    load_models,
+    make_optimizer,
+    place,
+    restore_fp32_weights,
+    trainable_names,
+    weight_dtype,
+)
 from riffmask.train.progress import Progress
 from riffmask.train.run_folder import check_run_folder
 from riffmask.train.schedule import Schedule, lr_factor
@@ -68,6 +76,11 @@ def _train(cfg: TrainConfig) -> Path:
     )
     set_seed(cfg.seed)  # LoRA initialisation and dropout; data and noise have their own seeded streams
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    cpu_offload = False
+    if accelerator.state.deepspeed_plugin is not None:
+        if cfg.train_text_encoder:
+            raise ConfigError("train_text_encoder: DeepSpeed trains one model per engine; set it to false")
+        cpu_offload = fit_deepspeed(accelerator.state.deepspeed_plugin, cfg, world)
     fingerprint = dataset_fingerprint(cfg.dataset)
     check_run_folder(cfg, fingerprint, accelerator.is_main_process)  # another run there: refuse or clear
     accelerator.wait_for_everyone()
@@ -85,8 +98,6 @@ def _train(cfg: TrainConfig) -> Path:
         unet.requires_grad_(True)
         text_encoder.requires_grad_(cfg.train_text_encoder)
     trained = {"unet": unet, **({"text_encoder": text_encoder} if cfg.train_text_encoder else {})}
-    if accelerator.state.deepspeed_plugin is not None and len(trained) > 1:
-        raise ConfigError("train_text_encoder: DeepSpeed trains one model per engine; set it to false")
     trained_names = {name: trainable_names(model) for name, model in trained.items()}
     dtype = weight_dtype(cfg.mixed_precision)
     for name, model in (("unet", unet), ("text_encoder", text_encoder)):
@@ -131,7 +142,7 @@ def _train(cfg: TrainConfig) -> Path:
         start, end = schedule.span(name)
         factors.append(functools.partial(lr_factor, start=start, end=end, kind=cfg.lr_scheduler,
                                          warmup=cfg.lr_warmup_steps))
-    optimizer = make_optimizer(cfg, groups)
+    optimizer = make_optimizer(cfg, groups, cpu_offload)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
     *wrapped, optimizer = accelerator.prepare(*trained.values(), optimizer)
     wrapped = dict(zip(trained, wrapped, strict=True))
@@ -195,7 +206,8 @@ def _train(cfg: TrainConfig) -> Path:
                                                          num_timesteps, cfg.noise_offset)))
             with accelerator.accumulate(*wrapped.values()):
                 losses = diffusion_losses(batches, wrapped["unet"], wrapped.get("text_encoder", text_encoder),
-                                          noise_scheduler, m.prediction_type, cfg.snr_gamma, device)
+                                          noise_scheduler, m.prediction_type, cfg.snr_gamma, device,
+                                          dtype if accelerator.state.deepspeed_plugin is not None else None)
                 loss = losses[0].mean()
                 if len(losses) > 1:
                     loss = loss + cfg.prior_loss_weight * losses[1].mean()
@@ -226,6 +238,8 @@ def _train(cfg: TrainConfig) -> Path:
 
     # ---------------------------------------------------------------- 6. outputs
     progress.close()
+    if accelerator.state.deepspeed_plugin is not None and dtype != torch.float32:
+        restore_fp32_weights(unet, trained_names["unet"])
     if accelerator.is_main_process:
         unet_out, te_out = accelerator.unwrap_model(unet), accelerator.unwrap_model(text_encoder)
         if cfg.mode == "lora":
@@ -245,8 +259,13 @@ def _train(cfg: TrainConfig) -> Path:
     return out
 
 
-def diffusion_losses(batches, unet, text_encoder, noise_scheduler, prediction_type, snr_gamma, device):
-    """Per-sample losses of each (cache, batch) pair, from one UNet forward over all of them."""
+def diffusion_losses(batches, unet, text_encoder, noise_scheduler, prediction_type, snr_gamma, device,
+                     input_dtype: torch.dtype | None = None):
+    """Per-sample losses of each (cache, batch) pair, from one UNet forward over all of them.
+
+    ``input_dtype``: the dtype of the UNet's inputs when no autocast casts them (DeepSpeed runs the
+    module itself in half precision).
+    """
     latents = torch.cat([b.latents for _, b in batches]).to(device)
     noise = torch.cat([b.noise for _, b in batches]).to(device)
     timesteps = torch.cat([b.timesteps for _, b in batches]).to(device)
@@ -257,7 +276,10 @@ def diffusion_losses(batches, unet, text_encoder, noise_scheduler, prediction_ty
         else:
             states.append(text_encoder(cache.input_ids[batch.caption_index].to(device))[0])
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    pred = unet(noisy, timesteps, torch.cat(states)).sample
+    states = torch.cat(states)
+    if input_dtype is not None:
+        noisy, states = noisy.to(input_dtype), states.to(input_dtype)
+    pred = unet(noisy, timesteps, states).sample
     target = training_target(noise_scheduler, latents, noise, timesteps, prediction_type)
     losses = per_sample_loss(pred, target, timesteps, noise_scheduler, prediction_type, snr_gamma)
     return list(losses.split([len(b.timesteps) for _, b in batches]))

@@ -72,9 +72,48 @@ def place(model: torch.nn.Module, device, dtype: torch.dtype, trained: list[str]
             params[name].data = params[name].data.float()
 
 
-def make_optimizer(cfg, groups: list[dict]):
-    """AdamW from torch, or bitsandbytes' 8-bit (optionally paged) AdamW."""
+def fit_deepspeed(plugin, cfg, num_processes: int) -> bool:
+    """Make DeepSpeed's config follow the recipe; return whether it offloads the optimizer to the CPU.
+
+    The recipe has no dataloader for accelerate to read a batch size from, and its batch, accumulation
+    and clipping settings are the ones that count: the accelerate config's copies are overwritten.
+    """
+    ds = plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = cfg.train_batch_size
+    ds["gradient_accumulation_steps"] = cfg.gradient_accumulation_steps
+    ds["train_batch_size"] = cfg.train_batch_size * cfg.gradient_accumulation_steps * num_processes
+    ds["gradient_clipping"] = cfg.max_grad_norm
+    offload = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none") not in ("none", None)
+    if offload:
+        if cfg.optimizer != "adamw":
+            raise ConfigError(f"optimizer: {cfg.optimizer} does not combine with DeepSpeed's optimizer offload; "
+                              "set optimizer=adamw (DeepSpeed's CPU Adam keeps the states in RAM)")
+        # accelerate would swap in its own CPU Adam with only lr and weight decay: make_optimizer builds one
+        # with the recipe's betas and epsilon, and this keeps accelerate from replacing it.
+        ds["zero_force_ds_cpu_optimizer"] = False
+    return offload
+
+
+def restore_fp32_weights(model: torch.nn.Module, names: list[str]) -> None:
+    """Put DeepSpeed's fp32 weights of ``names`` back into ``model`` (call it on every process: it gathers).
+
+    Under mixed precision DeepSpeed trains a half-precision copy of the module and keeps the fp32
+    weights in its optimizer; the saved model must be the latter, as it is without DeepSpeed.
+    """
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    params = dict(model.named_parameters())
+    for name in names:
+        params[name].data = safe_get_full_fp32_param(params[name]).to(params[name].device)
+
+
+def make_optimizer(cfg, groups: list[dict], cpu_offload: bool = False):
+    """AdamW from torch, bitsandbytes' 8-bit (optionally paged) AdamW, or DeepSpeed's CPU AdamW for offload."""
     kwargs = dict(betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+    if cpu_offload:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, adamw_mode=True, **kwargs)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, **kwargs)
     try:
