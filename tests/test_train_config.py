@@ -148,3 +148,15 @@ def test_deepspeed_offload_refuses_an_8bit_optimizer_before_models_load(tmp_path
     cfg = load_config(TrainConfig, "t4_lora", [f"dataset={_prepared_stub(tmp_path / 'prep')}", "optimizer=adamw8bit"])
     with pytest.raises(ConfigError, match="optimizer: adamw8bit does not combine with DeepSpeed's optimizer offload"):
         fit_deepspeed(_bundled_zero2_plugin(), cfg, num_processes=1)
+
+
+def test_a_run_that_fails_before_writing_leaves_no_empty_output_folder(tmp_path, capsys):
+    dataset = _prepared_stub(tmp_path / "prep")
+    argv = ["train", "--config", "cpu_smoke", f"dataset={dataset}", "pretrained_model_name_or_path=/no/model",
+            f"output_dir={tmp_path / 'out'}"]
+    assert riffmask_main(argv) == 2
+    assert "cannot load '/no/model'" in capsys.readouterr().err  # failed after the output folder was checked
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made stays
+    assert riffmask_main([*argv[:-1], f"output_dir={tmp_path / 'mine'}"]) == 2
+    assert (tmp_path / "mine").is_dir()

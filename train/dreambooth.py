@@ -11,6 +11,7 @@ the seeded sample stream), ``loss``, ``schedule`` (text-encoder-first phases, le
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -51,8 +52,15 @@ def train(cfg: TrainConfig) -> Path:
     """Run the recipe described by ``cfg``; return the output folder."""
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
+    out = Path(cfg.output_dir)
+    new_folder = not out.exists()
     try:
         return _train(cfg)
+    except BaseException:
+        if new_folder:  # a run that failed before writing anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     finally:
         if PartialState().num_processes == 1:
             # accelerate keeps its state per interpreter: forget it so that a notebook (or a test)
