@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from riffmask.common.errors import RiffmaskError
+from riffmask.common.errors import RiffmaskError, hub_errors
 from riffmask.infer.config import GenerateConfig
 
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -120,12 +120,20 @@ def load_lora(pipe, ref: str, adapter_name: str, allow_pickle: bool) -> None:
         kwargs["use_safetensors"] = True
     if path.exists():
         _check_weights(path, allow_pickle, "LoRA")
+    elif not _could_be_hub_id(ref):
+        raise RiffmaskError(f"{ref}: no such LoRA file or folder")
     if path.is_file():
         ref, kwargs["weight_name"] = str(path.parent), path.name
     try:
         pipe.load_lora_weights(str(ref), **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        raise RiffmaskError(f"{ref}: cannot load LoRA ({_first_line(exc)})") from None
+    except (OSError, ValueError, KeyError, *hub_errors()) as exc:
+        hint = "" if path.exists() else "; a Hub id needs the network or the Hugging Face cache"
+        raise RiffmaskError(f"{ref}: cannot load LoRA ({_first_line(exc)}){hint}") from None
+
+
+def _could_be_hub_id(ref: str) -> bool:
+    """``owner/name``: not a weights file name, not a path that starts at a folder."""
+    return ref.count("/") == 1 and not ref.startswith(("/", ".", "~")) and not ref.endswith(WEIGHT_SUFFIXES)
 
 
 def activate_loras(pipe, names: list[str], scales: list[float]) -> None:

@@ -251,6 +251,8 @@ def test_unusable_models_devices_and_files_get_a_sentence(tiny_model_dir, sounds
     one_line_error(capsys, *generate(tiny_model_dir, out, a, "--device", "gpu9"), names="device: 'gpu9'")
     one_line_error(capsys, *generate(garbage, out, a), names=f"{garbage}: not a readable .safetensors file")
     one_line_error(capsys, *generate(tiny_model_dir, out, a, "--lora", garbage), names=f"{garbage}: not a readable")
+    typo = tmp_path / "lorsa" / "lora.safetensors"
+    one_line_error(capsys, *generate(tiny_model_dir, out, a, "--lora", typo), names=f"{typo}: no such LoRA file")
     one_line_error(capsys, *generate(suffixless, out, a), names=f"{suffixless}: not a weights file")
     assert not out.exists()
     text = tmp_path / "song.mp3"

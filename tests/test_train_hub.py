@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,6 +14,7 @@ from test_train_support import RES, overrides, run_train
 
 from riffmask.cli import main as riffmask_main
 from riffmask.common.config import build_config, save_config
+from riffmask.common.errors import RiffmaskError
 from riffmask.train.config import TrainConfig
 
 TOKEN = "hf_testtoken_never_written_0123456789"
@@ -119,12 +121,30 @@ def test_publish_uploads_outputs_and_card_with_the_token_written_nowhere(tmp_pat
     assert not any(TOKEN.encode() in content for content in files.values())
 
 
-def test_publish_failure_is_one_clear_error(tmp_path, hub, capsys):
+def test_publish_failure_is_one_clear_error(tmp_path, hub, capsys, monkeypatch):
     out = _training_output(tmp_path / "run", tmp_path / "prep")
     assert riffmask_main(["publish", str(out), "me/bad/name"]) == 2
     assert "riffmask publish: error" in capsys.readouterr().err
     assert riffmask_main(["publish", str(tmp_path / "prep"), "me/x"]) == 2
     assert "not a riffmask training output" in capsys.readouterr().err
+    with socket.socket() as closed:  # a port nobody listens on: the Hub is unreachable
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
+    assert riffmask_main(["publish", str(out), "me/x"]) == 2
+    assert "publishing to me/x failed" in capsys.readouterr().err
+
+
+def test_a_lora_hub_id_that_cannot_be_fetched_is_one_clear_error(tmp_path, monkeypatch, tiny_model_dir):
+    from diffusers import StableDiffusionPipeline
+
+    from riffmask.infer.load import load_lora
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
+    with pytest.raises(RiffmaskError, match="me/riff-lora: cannot load LoRA .*needs the network"):
+        pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model_dir), safety_checker=None)
+        load_lora(pipe, "me/riff-lora", "lora_0", allow_pickle=False)
 
 
 def test_a_run_validates_to_wandb_offline_and_pushes_to_the_hub(tmp_path, hub, monkeypatch, tiny_model_dir,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from riffmask.common.errors import RiffmaskError
+from riffmask.common.errors import RiffmaskError, hub_errors
 from riffmask.common.io import write_text_atomic
 
 #: Local-only parts of an output folder.
@@ -120,9 +120,7 @@ def write_model_card(folder: Path) -> Path:
 
 def publish(folder: str | os.PathLike, repo_id: str, private: bool = False) -> str:
     """Create ``repo_id`` (if needed) and upload the output folder with its card; return the repo URL."""
-    import httpx
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 
     folder = Path(folder)
     if not (folder / "README.md").is_file():
@@ -132,6 +130,6 @@ def publish(folder: str | os.PathLike, repo_id: str, private: bool = False) -> s
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=str(folder), ignore_patterns=IGNORE,
                           commit_message="Upload riffmask DreamBooth output")
-    except (HfHubHTTPError, HFValidationError, httpx.HTTPError) as exc:
+    except hub_errors() as exc:
         raise RiffmaskError(f"publishing to {repo_id} failed: {exc}") from None
     return str(url)
