@@ -23,7 +23,7 @@ import numpy as np
 from riffmask.common.config import config_dict, replace_options
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import file_sha256, safe_stem, write_json_atomic
-from riffmask.core.audio import AUDIO_EXTENSIONS, load_audio, write_wav
+from riffmask.core.audio import AUDIO_EXTENSIONS, AudioError, load_audio, write_wav
 from riffmask.core.codec import save_image
 from riffmask.infer.config import GenerateConfig
 from riffmask.infer.generate import Generation, generate_sounds
@@ -63,7 +63,10 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
             found += sorted(Path(p) for p in matches if Path(p).is_file())
         else:
             found.append(path)  # a missing file is reported as a failure of that input
-    return list(dict.fromkeys(found))
+    unique: dict[Path, Path] = {}
+    for path in found:  # one file named two ways is one input, under the first name given
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def output_names(inputs: list[Path]) -> dict[Path, str]:
@@ -256,7 +259,12 @@ def read_part(source: Path, cfg: GenerateConfig) -> np.ndarray:
     duration = cfg.input.duration
     if cfg.input.max_seconds is not None:
         duration = min(duration or math.inf, cfg.input.max_seconds)
-    return load_audio(source, cfg.spectrogram.params.sample_rate, start=cfg.input.start, duration=duration)
+    params = cfg.spectrogram.params
+    audio = load_audio(source, params.sample_rate, start=cfg.input.start, duration=duration)
+    if len(audio) < params.hop_length:  # not one spectrogram column: e.g. a file cut off after its header
+        raise AudioError(source, f"too short: {len(audio)} samples, at least one {params.step_ms:g} ms hop "
+                                 f"({params.hop_length} samples at {params.sample_rate} Hz)")
+    return audio
 
 
 def cut_note(source: Path, cfg: GenerateConfig, samples: int) -> str | None:

@@ -347,9 +347,13 @@ def test_a_cut_input_and_a_dangling_link_are_reported(tiny_model_dir, tmp_path, 
     folder.mkdir()
     sf.write(folder / "long.wav", tone(300, 0.9), SR)
     (folder / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    # A download cut off after its header: the header promises 0.9 s, the file holds 8 samples.
+    (folder / "cut.wav").write_bytes((folder / "long.wav").read_bytes()[:60])
     out = tmp_path / "out"
-    code, printed, _ = run(capsys, *generate(tiny_model_dir, out, folder, "--max-seconds", "0.5"))
+    again = folder / ".." / "in" / "long.wav"  # the same file named another way: one input, not two
+    code, printed, _ = run(capsys, *generate(tiny_model_dir, out, folder, again, "--max-seconds", "0.5"))
     assert code == 1 and f"failed: {folder / 'gone.wav'}: {folder / 'gone.wav'}: a dangling symbolic link" in printed
+    assert f"failed: {folder / 'cut.wav'}: {folder / 'cut.wav'}: too short: 8 samples" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["done"] == ["long"] and summary["cut"][0]["input"] == str(folder / "long.wav")
     note = json.loads((out / "long.json").read_text())["cut"]

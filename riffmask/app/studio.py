@@ -39,8 +39,6 @@ from riffmask.metrics.similarity import chroma_similarity, ssim
 
 log = logging.getLogger(__name__)
 
-#: Shortest part worth a spectrogram: a few frames are all the model would see of less.
-MIN_SECONDS = 0.25
 #: Longest file accepted: a part is at most ``max_seconds`` anyway, and decoding more costs time.
 MAX_FILE_SECONDS = 600.0
 #: Peak below which a part counts as silence (-80 dBFS): its mask would be empty.
@@ -121,9 +119,6 @@ class Studio:
             audio = read_part(Path(sound), cfg)
         except AudioError as exc:
             raise RiffmaskError(f"{name}: {exc.problem}") from None
-        seconds = len(audio) / cfg.spectrogram.params.sample_rate
-        if seconds < MIN_SECONDS:
-            raise RiffmaskError(f"{name}: too short ({seconds:.2f} s; at least {MIN_SECONDS} s)")
         if float(np.max(np.abs(audio))) < SILENCE_PEAK:
             raise RiffmaskError(f"{name}: the part from {options['start']:g} s is silent")
         return audio
