@@ -113,6 +113,11 @@ class InputConfig:
             raise ConfigError(f"start must be >= 0 and max_seconds > 0, got {self.start} and {self.max_seconds}")
 
 
+def min_loop_seconds(params) -> float:
+    """The shortest loop: two analysis windows, so that the circular STFT can wrap around it."""
+    return 2 * params.win_length / params.sample_rate
+
+
 @dataclass
 class LoopConfig:
     """Loop mode (:mod:`riffmask.infer.loop`): a seamless loop of an exact length."""
@@ -188,3 +193,6 @@ class GenerateConfig:
             raise ConfigError("prompt: give at least one prompt")
         if self.looping.loop and self.decode.decoder != "griffin_lim":
             raise ConfigError(f"decoder: a loop decodes with circular griffin_lim, got {self.decode.decoder!r}")
+        asked, shortest = self.looping.seconds(), min_loop_seconds(self.spectrogram.params)
+        if asked is not None and asked < shortest:  # the same for every input: refused before any model loads
+            raise ConfigError(f"loop_seconds: a loop lasts at least {shortest:g} s, got {asked:g} s")

@@ -250,7 +250,7 @@ def _generate_batch(
 
 
 def _fail(summary: RunSummary, source: Path, error: str) -> None:
-    log.error("%s", error)
+    log.error("%s", error if error.startswith(str(source)) else f"{source}: {error}")
     summary.failed.append({"input": str(source), "error": error})
 
 

@@ -36,7 +36,7 @@ from riffmask.common.errors import RiffmaskError
 from riffmask.core.codec import circular_stft, image_from_mel, linear_from_mel, mel_from_image
 from riffmask.core.decode import DecodeConfig
 from riffmask.core.decode.griffin_lim import griffin_lim
-from riffmask.infer.config import MAX_LOOP_SECONDS, GenerateConfig
+from riffmask.infer.config import MAX_LOOP_SECONDS, GenerateConfig, min_loop_seconds
 from riffmask.infer.mask import make_mask
 
 #: The sound after the loop's end cross-faded into its head (equal power), in seconds.
@@ -172,7 +172,7 @@ def loop_input(audio: np.ndarray, cfg: GenerateConfig, grid: int) -> LoopInput:
     samples = loop_samples(cfg, len(audio))
     frames = round(samples / hop)
     if frames < 2 * params.win_length // hop:
-        raise RiffmaskError(f"loop of {samples / rate:.3f} s is too short (at least {2 * params.win_length / rate} s)")
+        raise RiffmaskError(f"loop of {samples / rate:.3f} s is too short (at least {min_loop_seconds(params):g} s)")
     if samples > MAX_LOOP_SECONDS * rate:  # the part's own length (asked lengths are checked with the options)
         raise RiffmaskError(
             f"loop of {samples / rate:.1f} s (the processed part) is too long: a loop lasts at most "

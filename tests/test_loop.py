@@ -192,6 +192,7 @@ def test_generated_loop_has_exact_length_and_a_seamless_wrap(tiny_model_dir, set
         ({"loop": True, "loop_seconds": 2.0, "bpm": 120, "bars": 2}, "not both"),
         ({"loop": True, "loop_seconds": -1.0}, "positive"),
         ({"loop": True, "loop_seconds": 600.0}, r"^loop_seconds: a loop lasts at most 60 s .*got 600 s$"),
+        ({"loop": True, "loop_seconds": 0.01}, r"^loop_seconds: a loop lasts at least 0.2 s, got 0.01 s$"),
         ({"loop": True, "bpm": 60, "bars": 16}, r"^bpm, bars, beats_per_bar: .*at most 60 s .*got 64 s$"),
     ],
 )
