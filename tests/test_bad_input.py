@@ -162,6 +162,11 @@ def test_a_sidecar_sets_settings_never_outputs_inputs_or_switches(tiny_model_dir
     one_line_error(capsys, "generate", "--like", hostile, "--out", tmp_path / "p", sounds / "b.wav",
                    names="--allow-pickle")  # fmt: skip
     assert not (tmp_path / "p").exists()
+    # A value of the wrong type: the error names the sidecar as well as the key.
+    broken = {**sidecar, "config": {**sidecar["config"], "sampling": {**sidecar["config"]["sampling"], "steps": "x"}}}
+    hostile.write_text(json.dumps(broken))
+    one_line_error(capsys, "generate", "--like", hostile, "--out", tmp_path / "p", sounds / "b.wav",
+                   names=f"{hostile}: sampling.steps: expected int, got 'x'")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- 9: numbers, checked when parsed

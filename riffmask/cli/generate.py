@@ -148,7 +148,7 @@ def _sidecar_settings(path: str, config_path: str) -> str:
 
     import yaml
 
-    from riffmask.common.config import build_config, without_local
+    from riffmask.common.config import ConfigError, build_config, without_local
     from riffmask.common.errors import RiffmaskError
     from riffmask.common.io import write_text_atomic
     from riffmask.infer.config import GenerateConfig
@@ -160,7 +160,10 @@ def _sidecar_settings(path: str, config_path: str) -> str:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), t) for k, t in (("config", dict), ("input", str))):
         raise RiffmaskError(f"{path}: not the sidecar of a riffmask generate result (NAME.json)")
     settings = without_local(GenerateConfig, _current_keys(data["config"]), path)
-    build_config(GenerateConfig, (path, settings))  # its errors name the sidecar
+    try:
+        build_config(GenerateConfig, (path, settings))
+    except ConfigError as exc:  # a value's own error names the key; say which file holds it
+        raise (exc if str(exc).startswith(str(path)) else ConfigError(f"{path}: {exc}")) from None
     write_text_atomic(config_path, yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
     return data["input"]
 
