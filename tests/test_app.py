@@ -210,7 +210,7 @@ def test_loras_and_scales_change_without_reloading_the_base(served, sound, tiny_
     assert np.abs(with_lora - base).max() > 10 and np.abs(scaled_to_zero - base).max() <= 1
     assert np.array_equal(output(), base)  # LoRA off again: the base model, exactly
     assert studio.models.pipeline(studio.config({})).unet is unet  # never reloaded
-    with pytest.raises(RiffmaskError, match="cannot load LoRA"):
+    with pytest.raises(RiffmaskError, match="missing-lora: no such LoRA file or folder"):
         output(lora=[str(tmp_path / "missing-lora")])
     assert np.array_equal(output(), base)
 
