@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -253,10 +252,7 @@ def _fail(summary: RunSummary, source: Path, error: str) -> None:
 
 def read_part(source: Path, cfg: GenerateConfig) -> np.ndarray:
     """The part of ``source`` that ``cfg`` selects (``start``, ``duration``, capped at ``max_seconds``)."""
-    duration = cfg.input.duration
-    if cfg.input.max_seconds is not None:
-        duration = min(duration or math.inf, cfg.input.max_seconds)
-    return load_audio(source, cfg.spectrogram.params.sample_rate, start=cfg.input.start, duration=duration)
+    return load_audio(source, cfg.spectrogram.params.sample_rate, start=cfg.input.start, duration=cfg.input.seconds)
 
 
 def cut_note(source: Path, cfg: GenerateConfig, samples: int) -> str | None:

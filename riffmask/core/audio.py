@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -31,8 +32,10 @@ _LIBSNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError)
 
 
 def _existing_file(path: str | os.PathLike) -> Path:
-    """``path`` as a Path; :class:`AudioError` when it is no file or an empty one."""
+    """``path`` as a Path; :class:`AudioError` when it is a folder, no file or an empty one."""
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(path, "is a folder, not an audio file")
     if not path.is_file():
         raise AudioError(path, "no such file")
     if path.stat().st_size == 0:
@@ -97,7 +100,8 @@ def load_audio(
     :class:`AudioError` for a missing, empty, unreadable or non-audio file, or one holding NaN/Inf.
     """
     path = _existing_file(path)
-    if start < 0 or (duration is not None and duration <= 0):
+    # not (start >= 0) is also true for NaN; an infinite start or duration counts no samples.
+    if not (0 <= start < math.inf) or (duration is not None and not (0 < duration < math.inf)):
         raise AudioError(path, f"invalid range start={start} duration={duration}")
     try:
         with sf.SoundFile(str(path)) as f:
