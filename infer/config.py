@@ -12,6 +12,7 @@ Training validation reuses ``sampling``, ``mask`` and ``decode``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -105,6 +106,13 @@ class InputConfig:
     start: float = option(0.0, help="seconds into each input where the processed part begins")
     duration: float | None = option(None, help="seconds of each input to process (default: to the end)")
     max_seconds: float | None = option(60.0, help="cap on the seconds processed per input (null: no cap)")
+
+    @property
+    def seconds(self) -> float | None:
+        """Seconds to read from ``start``: ``duration`` capped at ``max_seconds`` (None: to the end)."""
+        if self.max_seconds is None:
+            return self.duration
+        return min(self.duration or math.inf, self.max_seconds)
 
     def validate(self) -> None:
         if self.duration is not None and self.duration <= 0:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 from riffmask.common.config import config_dict, replace_options
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import file_sha256, safe_stem, write_json_atomic
-from riffmask.core.audio import AUDIO_EXTENSIONS, AudioError, load_audio, write_wav
+from riffmask.core.audio import AUDIO_EXTENSIONS, load_part, write_wav
 from riffmask.core.codec import save_image
 from riffmask.infer.config import GenerateConfig
 from riffmask.infer.generate import Generation, generate_sounds
@@ -256,15 +255,7 @@ def _fail(summary: RunSummary, source: Path, error: str) -> None:
 
 def read_part(source: Path, cfg: GenerateConfig) -> np.ndarray:
     """The part of ``source`` that ``cfg`` selects (``start``, ``duration``, capped at ``max_seconds``)."""
-    duration = cfg.input.duration
-    if cfg.input.max_seconds is not None:
-        duration = min(duration or math.inf, cfg.input.max_seconds)
-    params = cfg.spectrogram.params
-    audio = load_audio(source, params.sample_rate, start=cfg.input.start, duration=duration)
-    if len(audio) < params.hop_length:  # not one spectrogram column: e.g. a file cut off after its header
-        raise AudioError(source, f"too short: {len(audio)} samples, at least one {params.step_ms:g} ms hop "
-                                 f"({params.hop_length} samples at {params.sample_rate} Hz)")
-    return audio
+    return load_part(source, cfg.spectrogram.params, cfg.input.start, cfg.input.seconds)
 
 
 def cut_note(source: Path, cfg: GenerateConfig, samples: int) -> str | None:

@@ -433,3 +433,117 @@ def test_a_prep_manifest_naming_files_outside_the_output_is_not_trusted(tmp_path
     assert run(capsys, *prep_words(root, out))[0] == 0  # the file is prepared again, from its audio
     assert json.loads((out / "report.json").read_text())["run"]["files_prepared"] == 1
     assert str(secret) not in manifest.read_text()
+
+
+# --------------------------------------------------------------------------- 12: one-shot commands
+def test_one_shot_commands_never_replace_their_inputs_or_misname_an_output(tmp_path, capsys):
+    sf.write(tmp_path / "x.wav", tone(440, 0.3), SR)
+    assert run(capsys, "spectrogram", tmp_path / "x.wav", tmp_path / "g.png")[0] == 0
+    (tmp_path / "link.png").symlink_to(tmp_path / "g.png")
+    os.link(tmp_path / "g.png", tmp_path / "hard.png")
+    (tmp_path / "pipe").mkdir()
+    (tmp_path / "pipe" / "w.safetensors").write_bytes(b"weights")
+    before = snapshot(tmp_path)
+    x, g, m = tmp_path / "x.wav", tmp_path / "g.png", tmp_path / "m.png"
+    for argv, names in [
+        (["spectrogram", x, x], f"OUT_PNG: {x} would hold PNG data; give a name ending in .png"),
+        (["audio", g, g], f"OUT_WAV: {g} would hold WAV data; give a name ending in .wav"),
+        (["audio", g, tmp_path / "y.png"], "OUT_WAV"),
+        (["mask", g, g], f"OUTPUT: {g} would replace INPUT ({g})"),
+        (["mask", g, tmp_path / "link.png"], "would replace INPUT"),
+        (["mask", g, tmp_path / "hard.png"], "would replace INPUT"),
+        (["mask", g, m, "--steps-image", g], f"--steps-image: {g} would replace INPUT"),
+        (["mask", g, m, "--steps-image", m], f"--steps-image: {m} would replace OUTPUT"),
+        (["export", tmp_path / "pipe", tmp_path / "pipe" / "w.safetensors"], "would replace MODEL"),
+    ]:
+        one_line_error(capsys, *argv, names=names)
+    assert snapshot(tmp_path) == before
+
+
+def usage_error(capsys, *argv) -> str:
+    """Run a command line argparse refuses (exit status 2); its last line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+def test_names_with_equals_signs_are_files_unless_their_key_is_an_option(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("take=1.wav", "duration=2.wav"):
+        sf.write(tmp_path / name, tone(440, 0.3), SR)
+    take = tmp_path / "take=1.wav"
+    assert run(capsys, "spectrogram", "take=1.wav", "o=1.png")[0] == 0 and (tmp_path / "o=1.png").is_file()
+    # A word whose key is an option is one; after -- it is a file; an unknown key where no file belongs is named.
+    error = usage_error(capsys, "spectrogram", "duration=2.wav", "d.png")
+    assert "required: OUT_PNG (duration=2.wav: read as key=value" in error
+    assert run(capsys, "spectrogram", "--", "duration=2.wav", "d.png")[0] == 0
+    one_line_error(capsys, "spectrogram", take, tmp_path / "e.png", "foo=3", names="unknown config key 'foo'")
+    argv = ["generate", "--model", tmp_path / "no-model", take, "strenght=0.5", "--out", tmp_path / "out"]
+    one_line_error(capsys, *argv, names="unknown config key 'strenght' in the command line; did you mean 'strength'?")
+    error = usage_error(capsys, "export", tmp_path / "no-model", tmp_path / "m.safetensors", "dtype=float32")
+    assert "unrecognized arguments: dtype=float32" in error  # no longer ignored without a word
+    (tmp_path / "G=1" / "jazz").mkdir(parents=True)
+    sf.write(tmp_path / "G=1" / "jazz" / "a.wav", tone(440, 3.0), SR)
+    code, out, _ = run(capsys, "prep", tmp_path / "G=1", tmp_path / "P", "--dry-run")
+    assert code == 0 and "1 files found" in out and "1 to prepare" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["G=1", "d.png", "duration=2.wav", "o=1.png", "take=1.wav"]
+
+
+def test_spectrogram_takes_its_options_as_key_value_and_refuses_what_it_cannot_use(tmp_path, capsys):
+    from riffmask.core.audio import AudioError, load_audio
+    from riffmask.core.codec import stored_max_volume
+
+    wav, png = tmp_path / "x.wav", tmp_path / "x.png"
+    sf.write(wav, tone(440, 2.0), SR)
+    words = ["duration=1", "spectrogram_mode=riffusion", "num_frequencies=64"]
+    assert run(capsys, "spectrogram", wav, png, *words)[0] == 0
+    image = Image.open(png)
+    assert image.size == (101, 64) and stored_max_volume(image) != int(stored_max_volume(image))  # not rounded up
+    one_line_error(capsys, "spectrogram", wav, png, "mode=riffusion", names="unknown config key 'mode'")
+    for words, option in (
+        (["--duration", "nan"], "duration"), (["--start", "inf"], "start"), (["duration=inf"], "duration"),
+        (["--start", "-1"], "start"),
+    ):  # fmt: skip
+        one_line_error(capsys, "spectrogram", wav, tmp_path / "n.png", *words, names=option)
+    for start, duration in ((float("nan"), None), (0.0, float("inf")), (float("inf"), 1.0)):
+        with pytest.raises(AudioError, match="invalid range"):
+            load_audio(wav, start=start, duration=duration)
+    assert not (tmp_path / "n.png").exists()
+
+
+def test_spectrogram_refuses_less_than_one_hop_and_a_folder(tmp_path, capsys):
+    sf.write(tmp_path / "x.wav", tone(440, 2.0), SR)
+    sf.write(tmp_path / "dot.wav", tone(440, 28 / SR), SR)
+    sf.write(tmp_path / "hop.wav", tone(440, 441 / SR), SR)
+    (tmp_path / "dir.wav").mkdir()
+    short = "too short: 44 samples from start=1.999 s; a spectrogram needs at least 441 samples (10 ms)"
+    one_line_error(capsys, "spectrogram", tmp_path / "x.wav", tmp_path / "s.png", "--start", "1.999", names=short)
+    one_line_error(capsys, "spectrogram", tmp_path / "dot.wav", tmp_path / "s.png", names="too short: 28 samples")
+    one_line_error(capsys, "spectrogram", tmp_path / "dir.wav", tmp_path / "s.png",
+                   names=f"{tmp_path / 'dir.wav'}: is a folder, not an audio file")  # fmt: skip
+    assert not (tmp_path / "s.png").exists()
+    # The shortest clip spectrogram accepts is one riffmask audio decodes.
+    assert run(capsys, "spectrogram", tmp_path / "hop.wav", tmp_path / "s.png")[0] == 0
+    assert Image.open(tmp_path / "s.png").width == 2
+    assert run(capsys, "audio", tmp_path / "s.png", tmp_path / "s.wav", "iterations=1")[0] == 0
+    assert sf.info(tmp_path / "s.wav").frames == 441
+
+
+@pytest.mark.parametrize(
+    ("tag", "value", "name"),
+    [
+        (11000, 0, "sample_rate"), (11000, "abc", "sample_rate"), (11000, -44100, "sample_rate"),
+        (11000, 1e9, "sample_rate"), (11010, 0, "step_ms"), (11030, 50, "padded_ms"), (11060, 30000.0, "max_hz"),
+        (11070, 0, "power_for_image"), (11080, -5.0, "max_value"), (11080, float("nan"), "max_value"),
+    ],
+)  # fmt: skip
+def test_exif_values_outside_the_format_are_named(tag, value, name, tmp_path, capsys):
+    png = tmp_path / "odd.png"
+    image = Image.new("RGB", (4, 8))
+    exif = image.getexif()
+    exif[11040] = 8  # mel bands: the image's height
+    exif[tag] = value
+    image.save(png, exif=exif)
+    error = one_line_error(capsys, "audio", png, tmp_path / "odd.wav", names=f"{png}: EXIF tag {tag} ({name}) = ")
+    assert "is not a valid spectrogram format" in error and not (tmp_path / "odd.wav").exists()

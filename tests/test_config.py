@@ -16,6 +16,7 @@ from riffmask.common.config import (
     config_from_args,
     load_config,
     option,
+    option_names,
     save_config,
     split_overrides,
 )
@@ -78,6 +79,16 @@ def test_overrides_are_split_from_other_words():
     words, overrides = split_overrides(["generate", "a.wav", "strength=0.5", "--out", "o", "lora.scale=1"])
     assert words == ["generate", "a.wav", "--out", "o"]
     assert overrides == ["strength=0.5", "lora.scale=1"]
+
+
+def test_only_known_keys_are_overrides_and_nothing_after_dashes():
+    from riffmask.infer.config import GenerateConfig
+
+    known = option_names(GenerateConfig)
+    argv = ["generate", "take=1.flac", "strength=0.5", "mask.downshift=3", "max-seconds=4", "--", "seed=2.wav"]
+    words, overrides = split_overrides(argv, known)
+    assert words == ["generate", "take=1.flac", "--", "seed=2.wav"]
+    assert overrides == ["strength=0.5", "mask.downshift=3", "max-seconds=4"]
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

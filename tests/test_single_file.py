@@ -92,7 +92,7 @@ def test_half_precision_by_default(tiny_model_dir, single_file, tmp_path):
 
 def test_bad_exports_say_why_and_write_nothing(tiny_model_dir, tmp_path, capsys):
     assert main(["export", str(tiny_model_dir), str(tmp_path / "model.ckpt")]) == 2
-    assert "must end in .safetensors" in capsys.readouterr().err
+    assert "model.ckpt would hold SAFETENSORS data; give a name ending in .safetensors" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["export", str(empty), str(tmp_path / "out.safetensors")]) == 2

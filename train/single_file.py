@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from riffmask.common.errors import RiffmaskError
-from riffmask.common.io import atomic_path
+from riffmask.common.io import atomic_path, output_file
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -159,9 +159,7 @@ def export_single_file(
     from safetensors.torch import save_file
     from transformers import CLIPTextModel
 
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise RiffmaskError(f"{out}: the single-file checkpoint must end in .safetensors")
+    out = output_file(out, "OUT", ".safetensors", keep={"MODEL": model})  # before the minutes of loading
     common = {"revision": revision, "use_safetensors": True}
     try:
         unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **common)

@@ -203,9 +203,9 @@ def mask_command(args: argparse.Namespace) -> int:
     from riffmask.infer.mask import MaskParams, make_mask, mask_steps, steps_image
 
     params = config_from_args(MaskParams, args, args.overrides)
-    output_file(args.output, "OUTPUT")
+    output_file(args.output, "OUTPUT", ".png", keep={"INPUT": args.input})
     if args.steps_image:
-        output_file(args.steps_image, "--steps-image")
+        output_file(args.steps_image, "--steps-image", ".png", keep={"INPUT": args.input, "OUTPUT": args.output})
     image = load_image(args.input)
     save_image(make_mask(image, params), args.output)
     if args.steps_image:

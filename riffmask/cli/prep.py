@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from riffmask.common.config import add_config_arguments, config_from_args
+from riffmask.common.config import add_config_arguments, add_option_flags, config_from_args
 from riffmask.core.decode import DecodeConfig
+from riffmask.core.params import SpectrogramOptions
 from riffmask.data_prep.config import PrepConfig
+from riffmask.infer.config import InputConfig
+
+
+@dataclass
+class SpectrogramConfig:
+    """Options of ``riffmask spectrogram``: generate's part of a sound (whole by default) and image format."""
+
+    input: InputConfig = field(default_factory=lambda: InputConfig(max_seconds=None))
+    spectrogram: SpectrogramOptions = field(default_factory=SpectrogramOptions)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "spectrogram",
         help="audio file -> spectrogram PNG",
-        description="Write the Riffusion spectrogram image (with EXIF) of an audio file or part of it.",
+        description="Write the Riffusion spectrogram image (with EXIF) of an audio file or part of it. "
+        "Options may also be given as key=value (duration=5.11 gives 512 px).",
     )
     p.add_argument("in_audio", metavar="IN_AUDIO")
     p.add_argument("out_png", metavar="OUT_PNG")
-    p.add_argument("--start", type=float, default=0.0, help="seconds to skip (default 0)")
-    p.add_argument("--duration", type=float, help="seconds to take (default: to the end; 5.11 gives 512 px)")
-    p.add_argument("--mode", choices=("paper", "riffusion"), default="paper", help="pixel scaling (default paper)")
+    add_option_flags(p, SpectrogramConfig, skip=("spectrogram_mode",))
+    p.add_argument(
+        "--mode",
+        dest="spectrogram.spectrogram_mode",
+        choices=("paper", "riffusion"),
+        default=argparse.SUPPRESS,
+        help="pixel scaling, also spectrogram_mode=...: paper (max volume rounded up, default) or riffusion",
+    )
     p.set_defaults(func=spectrogram_command)
 
     p = subparsers.add_parser(
@@ -59,15 +76,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def spectrogram_command(args: argparse.Namespace) -> int:
     from riffmask.common.io import output_file
-    from riffmask.core.audio import load_audio
+    from riffmask.core.audio import load_part
     from riffmask.core.forward import audio_to_image  # numpy and torch's FFT library: no torch import
     from riffmask.core.image import save_image
-    from riffmask.core.params import SpectrogramParams
 
-    output_file(args.out_png, "OUT_PNG")
-    params = SpectrogramParams()
-    audio = load_audio(args.in_audio, params.sample_rate, start=args.start, duration=args.duration)
-    image = audio_to_image(audio, params, mode=args.mode)
+    cfg = config_from_args(SpectrogramConfig, args, args.overrides)
+    output_file(args.out_png, "OUT_PNG", ".png", keep={"IN_AUDIO": args.in_audio})
+    params = cfg.spectrogram.params
+    audio = load_part(args.in_audio, params, cfg.input.start, cfg.input.seconds)
+    image = audio_to_image(audio, params, mode=cfg.spectrogram.spectrogram_mode)
     save_image(image, args.out_png)
     print(f"{args.out_png}: {image.width}x{image.height} px, {len(audio) / params.sample_rate:.2f} s of audio")
     return 0
@@ -82,10 +99,10 @@ def audio_command(args: argparse.Namespace) -> int:
     from riffmask.core.image import ImageError, load_image, params_from_image
 
     cfg = config_from_args(DecodeConfig, args, args.overrides)
-    output_file(args.out_wav, "OUT_WAV")
+    output_file(args.out_wav, "OUT_WAV", ".wav", keep={"IN_PNG": args.in_png})
     image = load_image(args.in_png)
-    params = params_from_image(image)
-    try:
+    try:  # the image's EXIF and size are checked on the way: name the file in what goes wrong
+        params = params_from_image(image)
         audio = image_to_audio(image, cfg)
     except ImageError as exc:
         raise ImageError(f"{args.in_png}: {exc}") from None

@@ -145,17 +145,42 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
-def _unknown(key: str, known: list[str], source: str) -> ConfigError:
+def unknown_key(cls: type, key: str, source: str) -> ConfigError:
+    """The error for ``key``, which names no option of ``cls``: with the closest option's name."""
+    paths = leaf_paths(cls)
+    known = sorted({p.rsplit(".", 1)[-1] for p in paths} | set(paths))
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(known)}"
     return ConfigError(f"unknown config key {key!r} in {source}{hint}")
 
 
-def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate ``key=value`` words (config overrides) from the rest of the command line."""
+def override_key(word: str) -> str | None:
+    """The key of a ``key=value`` word as options are named (``max-seconds`` -> ``max_seconds``), else None."""
+    return word.partition("=")[0].replace("-", "_") if _OVERRIDE.match(word) else None
+
+
+def option_names(cls: type) -> set[str]:
+    """Every key that sets options of ``cls``: dotted paths, their sections and the options' plain names."""
+    names: set[str] = set()
+    for path in leaf_paths(cls):
+        parts = path.split(".")
+        names.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+        names.add(parts[-1])
+    return names
+
+
+def split_overrides(argv: list[str], known: set[str] | None = None) -> tuple[list[str], list[str]]:
+    """Separate ``key=value`` words (config overrides) from the rest of the command line.
+
+    With ``known`` (see :func:`option_names`) a word is an override only when its key is one of them, so
+    that a file named ``take=1.flac`` stays a file; without, every such word is. Words after ``--`` never are.
+    """
     words, overrides = [], []
-    for word in argv:
-        (overrides if _OVERRIDE.match(word) else words).append(word)
+    for i, word in enumerate(argv):
+        if word == "--":
+            return words + argv[i:], overrides
+        key = override_key(word)
+        (overrides if key is not None and (known is None or key in known) else words).append(word)
     return words, overrides
 
 
@@ -206,8 +231,7 @@ def _resolve_key(cls: type, key: str, source: str) -> str:
         return matches[0]
     if len(matches) > 1:
         raise ConfigError(f"config key {key!r} in {source} is ambiguous: write one of {', '.join(matches)}")
-    names = sorted({p.rsplit(".", 1)[-1] for p in paths} | set(paths))
-    raise _unknown(key, names, source)
+    raise unknown_key(cls, key, source)
 
 
 def _flatten(cls: type, mapping: dict[str, Any], source: str, prefix: str = "") -> dict[str, Any]:
@@ -322,6 +346,8 @@ def add_option_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str
     An option inside a section gets the flag of its plain name (``--downshift``) when that name is
     unique, else of its dotted path (``--validation.sampling.steps``).
     """
+    # The command line's key=value words are this config's options; the entry point reads which (split_overrides).
+    parser.set_defaults(config_class=cls)
     paths = leaf_paths(cls)
     names = [p.rsplit(".", 1)[-1] for p in paths]
     defaults = _defaults(cls)

@@ -83,15 +83,39 @@ def output_folder(path: str | os.PathLike, option: str) -> Path:
     return path
 
 
-def output_file(path: str | os.PathLike, option: str) -> Path:
-    """``path`` ready to be written (its folder created if missing), else a one-line error naming ``option``."""
+def output_file(
+    path: str | os.PathLike,
+    option: str,
+    suffix: str | None = None,
+    keep: dict[str, str | os.PathLike] | None = None,
+) -> Path:
+    """``path`` ready to be written (its folder created if missing), else a one-line error naming ``option``.
+
+    ``suffix``: the extension of the format written (``.png``), so that no file is misnamed. ``keep``: the
+    command's other files by name (its inputs, its other outputs), which ``path`` must not replace: not
+    the same path, link or hard link, nor for a folder (a model) a file inside it.
+    """
     path = Path(path)
     if path.is_dir():
         raise RiffmaskError(f"{option}: {path} is a folder, not a file")
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise RiffmaskError(f"{option}: {path} would hold {suffix[1:].upper()} data; give a name ending in {suffix}")
+    for name, other in (keep or {}).items():
+        if _replaces(path, Path(other)):
+            raise RiffmaskError(f"{option}: {path} would replace {name} ({other}); choose another file")
     if path.exists() and not os.access(path, os.W_OK):
         raise RiffmaskError(f"{option}: {path} is not writable")
     output_folder(path.parent, option)
     return path
+
+
+def _replaces(path: Path, other: Path) -> bool:
+    """Whether writing ``path`` would replace ``other``, or for a folder ``other`` a file inside it."""
+    if path.resolve() == other.resolve():
+        return True
+    if not path.exists() or not other.exists():
+        return False
+    return os.path.samefile(path, other) or (other.is_dir() and other.resolve() in path.resolve().parents)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -12,6 +14,9 @@ import soxr
 
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import atomic_path
+
+if TYPE_CHECKING:
+    from riffmask.core.params import SpectrogramParams
 
 log = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus")
@@ -31,8 +36,10 @@ _LIBSNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError)
 
 
 def _existing_file(path: str | os.PathLike) -> Path:
-    """``path`` as a Path; :class:`AudioError` when it is no file or an empty one."""
+    """``path`` as a Path; :class:`AudioError` when it is a folder, no file or an empty one."""
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(path, "is a folder, not an audio file")
     if not path.is_file():
         raise AudioError(path, "no such file")
     if path.stat().st_size == 0:
@@ -97,7 +104,8 @@ def load_audio(
     :class:`AudioError` for a missing, empty, unreadable or non-audio file, or one holding NaN/Inf.
     """
     path = _existing_file(path)
-    if start < 0 or (duration is not None and duration <= 0):
+    # not (start >= 0) is also true for NaN; an infinite start or duration counts no samples.
+    if not (0 <= start < math.inf) or (duration is not None and not (0 < duration < math.inf)):
         raise AudioError(path, f"invalid range start={start} duration={duration}")
     try:
         with sf.SoundFile(str(path)) as f:
@@ -123,6 +131,20 @@ def load_audio(
         mono = soxr.resample(mono, native_rate, sample_rate, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(mono)
 
+
+
+def load_part(path: str | os.PathLike, params: SpectrogramParams, start: float = 0.0,
+              seconds: float | None = None) -> np.ndarray:
+    """:func:`load_audio` at the format's rate, refusing a part too short for a spectrogram
+    (:data:`MIN_FRAMES` columns): a file cut off after its header, a start just before the end."""
+    audio = load_audio(path, params.sample_rate, start=start, duration=seconds)
+    if len(audio) < params.min_samples:
+        raise AudioError(
+            path,
+            f"too short: {len(audio)} samples from start={start:g} s; a spectrogram needs at least "
+            f"{params.min_samples} samples ({params.min_samples / params.sample_rate * 1000:g} ms)",
+        )
+    return audio
 
 def peak_normalize(audio: np.ndarray, peak: float = 0.99) -> np.ndarray:
     """Scale so that the largest magnitude is ``peak``; silence stays silence."""

@@ -16,7 +16,17 @@ from PIL import Image
 
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import atomic_path
-from riffmask.core.params import MAX_PIXEL, PAPER_DECODE_MAX_VOLUME, ExifTags, SpectrogramParams
+from riffmask.core.params import (
+    MAX_PIXEL,
+    MIN_FRAMES,
+    PAPER_DECODE_MAX_VOLUME,
+    ExifTags,
+    SpectrogramParams,
+    invalid_tag,
+)
+
+#: The largest max value (EXIF 11080) read: far above any sound's (about 1e5), far below float32 overflow.
+MAX_STORED_VALUE = 1e12
 
 Mode = Literal["paper", "riffusion"]
 
@@ -78,13 +88,26 @@ def read_exif(image: Image.Image) -> dict[int, object]:
 
 
 def params_from_image(image: Image.Image) -> SpectrogramParams:
-    """The format stored in the image's EXIF, defaults for what is absent."""
-    return SpectrogramParams.from_exif(read_exif(image))
+    """The format stored in the image's EXIF, defaults for what is absent; :class:`ImageError` for a value
+    the format does not allow."""
+    try:
+        return SpectrogramParams.from_exif(read_exif(image))
+    except ValueError as exc:
+        raise ImageError(str(exc)) from None
 
 
 def stored_max_volume(image: Image.Image, power: float = 0.25) -> float | None:
+    """The max volume the image's EXIF stores (as its max value, ``max_volume ** (1 / power)``), else None."""
     value = read_exif(image).get(ExifTags.MAX_VALUE)
-    return None if value is None else float(value) ** power
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0 <= number <= MAX_STORED_VALUE:  # also false for NaN
+        raise ImageError(invalid_tag(ExifTags.MAX_VALUE, value, f"a number from 0 to {MAX_STORED_VALUE:g}"))
+    return number**power
 
 
 def mel_from_image(
@@ -95,10 +118,10 @@ def mel_from_image(
     ``max_volume`` defaults to the one stored in EXIF, else the paper's fixed 50.
     """
     params = params_from_image(image)
-    if image.height != params.num_frequencies or image.width < 2:
+    if image.height != params.num_frequencies or image.width < MIN_FRAMES:
         raise ImageError(
             f"a {image.width}x{image.height} px image is not a spectrogram of {params.num_frequencies} mel bands "
-            "(its height) and at least 2 frames (its width)"
+            f"(its height) and at least {MIN_FRAMES} frames (its width)"
         )
     if max_volume is None:
         max_volume = stored_max_volume(image, params.power_for_image) or PAPER_DECODE_MAX_VOLUME
