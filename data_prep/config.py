@@ -98,6 +98,10 @@ class PrepConfig:
         return int(round(seconds * self.params.sample_rate))
 
     def content_settings(self) -> dict[str, Any]:
-        """The options that shape the clip files; an output folder keeps the ones it was made with."""
-        free = {"caption_template", "txt_captions", "num_proc", "png_compress_level"}
+        """The options that shape the clip files; an output folder keeps the ones it was made with.
+
+        ``min_sample_rate`` is free: it only decides which files are used, and a rerun under another one
+        prepares or drops just the files whose verdict it changes.
+        """
+        free = {"caption_template", "txt_captions", "num_proc", "png_compress_level", "min_sample_rate"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in free}

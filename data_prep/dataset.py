@@ -22,7 +22,7 @@ from typing import Any
 
 from riffmask.common.config import ConfigError
 from riffmask.common.errors import RiffmaskError
-from riffmask.common.io import output_folder, write_json_atomic
+from riffmask.common.io import locked, write_json_atomic
 from riffmask.core.audio import AudioError, audio_header
 from riffmask.data_prep.clips import clip_starts
 from riffmask.data_prep.config import PrepConfig, available_cores
@@ -36,8 +36,8 @@ from riffmask.data_prep.source_file import (
     read_manifest,
     warm_codec,
 )
-from riffmask.data_prep.sources import Source, scan_genres
-from riffmask.data_prep.writers import finalize, finalized_matches
+from riffmask.data_prep.sources import Scan, Source, scan_genres
+from riffmask.data_prep.writers import finalize, finalized_matches, mark_finalized, scan_warnings
 
 
 @dataclass
@@ -58,7 +58,8 @@ def prepare_dataset(
 ) -> PrepResult:
     """Prepare (or bring up to date) the dataset of ``genre_root`` in ``out_dir``; see the module doc.
 
-    ``progress``: show a progress bar (``None``: only on a terminal).
+    ``progress``: show a progress bar (``None``: only on a terminal). One run at a time per folder: a second
+    one refuses while the first holds the folder's lock. Ctrl-C stops the workers; finished files are kept.
     """
     started = time.perf_counter()
     genre_root, out_dir = Path(genre_root), Path(out_dir)
@@ -67,31 +68,61 @@ def prepare_dataset(
             f"OUT_DIR: {out_dir} lies inside the genre root {genre_root}; its clips would be read back as a "
             "genre on every rerun: choose a folder outside it"
         )
-    sources, ignored, unreadable = scan_genres(genre_root)
-    if not dry_run:
-        output_folder(out_dir, "OUT_DIR")
-        _check_settings(out_dir, cfg)
-    done = {s.rel: m for s in sources if (m := read_manifest(out_dir, s)) is not None}
-    pending = [s for s in sources if s.rel not in done]
+    scan = scan_genres(genre_root)
     if dry_run:
-        plan = _plan(sources, pending, ignored, cfg)
-        plan["rejected"] += unreadable
-        return PrepResult(out_dir, plan)
-    if not pending and not unreadable and finalized_matches(out_dir, sources, done, cfg):
-        return PrepResult(out_dir, json.loads((out_dir / "report.json").read_text(encoding="utf-8")), up_to_date=True)
+        return PrepResult(out_dir, _plan(scan, _done(out_dir, scan, cfg), cfg))
+    with locked(out_dir, "riffmask prep", "OUT_DIR"):
+        _check_settings(out_dir, cfg)
+        done = _done(out_dir, scan, cfg)
+        pending = [s for s in scan.sources if s.rel not in done]
+        if not pending and finalized_matches(out_dir, scan, done, cfg):
+            report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+            return PrepResult(out_dir, report, up_to_date=True)
+        done.update(_prepare(pending, cfg, out_dir, progress))
+        report = finalize(genre_root, out_dir, scan, done, cfg)
+        report["run"] = {"files_prepared": len(pending), "seconds": round(time.perf_counter() - started, 2)}
+        audio_seconds = sum(done[s.rel]["seconds"] for s in pending)
+        report["run"]["x_real_time"] = round(audio_seconds / max(report["run"]["seconds"], 1e-9), 1)
+        write_json_atomic(out_dir / "report.json", report)
+        mark_finalized(out_dir, scan, done, cfg)
+    return PrepResult(out_dir, report)
 
+
+def _done(out_dir: Path, scan: Scan, cfg: PrepConfig) -> dict[str, dict]:
+    """The manifests of the sources already prepared, by source path."""
+    return {s.rel: m for s in scan.sources if (m := read_manifest(out_dir, s, cfg)) is not None}
+
+
+def _prepare(pending: list[Source], cfg: PrepConfig, out_dir: Path, progress: bool | None) -> dict[str, dict]:
+    """Prepare ``pending`` (in a pool of workers when there are several) and return their manifests."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(pending), unit="file", desc="prep", disable=None if progress is None else not progress)
     new = [(s, cfg, out_dir) for s in pending]
-    if cfg.workers > 1 and len(new) > 1:
-        threads = max(1, available_cores() // cfg.workers)
-        warm_codec(cfg.params)
-        # Longest first: the workers then finish together instead of one waiting on a long last file.
-        new.sort(key=lambda task: _seconds(task[0]), reverse=True)
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        workers = min(cfg.workers, len(new))
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(threads,)) as pool:
+    with tqdm(total=len(new), unit="file", desc="prep", disable=None if progress is None else not progress) as bar:
+        if cfg.workers > 1 and len(new) > 1:
+            return _in_pool(new, cfg, bar)
+        done = {}
+        for task in new:
+            done[task[0].rel] = prepare_task(task)
+            bar.update()
+        return done
+
+
+def _in_pool(new: list[tuple[Source, PrepConfig, Path]], cfg: PrepConfig, bar) -> dict[str, dict]:
+    """The manifests of ``new``, made by a pool of workers (``bar`` counts them as they finish).
+
+    On Ctrl-C the queued files are cancelled and the workers stopped at once (their files in flight
+    have no manifest yet, so a rerun prepares them); the KeyboardInterrupt goes on to the caller.
+    """
+    threads = max(1, available_cores() // cfg.workers)
+    warm_codec(cfg.params)
+    # Longest first: the workers then finish together instead of one waiting on a long last file.
+    new = sorted(new, key=lambda task: _seconds(task[0]), reverse=True)
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    workers = min(cfg.workers, len(new))
+    done = {}
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(threads,)) as pool:
+        try:
             running = {pool.submit(prepare_task, task): task[0] for task in new}
             # The dataset writer's import (most of a second) while the workers work, not after them.
             threading.Thread(target=importlib.import_module, args=("datasets",), daemon=True).start()
@@ -102,24 +133,14 @@ def prepare_dataset(
                     manifest = failed_manifest(running[future], WORKER_DIED)
                 done[manifest["source"]] = manifest
                 bar.update()
-    else:
-        for task in new:
-            done[task[0].rel] = prepare_task(task)
-            bar.update()
-    bar.close()
-    report = finalize(genre_root, out_dir, sources, done, ignored, cfg)
-    report["rejected"] += unreadable  # listed as failures, never retried as sources
-    if twins := [{"source": s.rel, "same_as": s.same_as} for s in sources if s.same_as]:
-        report["duplicates"] = twins
-        report["warnings"].append(
-            f"{len(twins)} file(s) hold the same audio as another (see duplicates): each is kept in its twin's "
-            "split, so that no sound is both trained on and validated against"
-        )
-    report["run"] = {"files_prepared": len(pending), "seconds": round(time.perf_counter() - started, 2)}
-    audio_seconds = sum(done[s.rel]["seconds"] for s in pending)
-    report["run"]["x_real_time"] = round(audio_seconds / max(report["run"]["seconds"], 1e-9), 1)
-    write_json_atomic(out_dir / "report.json", report)
-    return PrepResult(out_dir, report)
+        except KeyboardInterrupt:
+            # No public way to stop a pool's workers before Python 3.14 (terminate_workers); shutdown forgets them.
+            processes = list(pool._processes.values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            raise
+    return done
 
 
 #: Why the files in flight when a worker process died are not prepared; the finished ones are kept.
@@ -155,9 +176,10 @@ def _check_settings(out_dir: Path, cfg: PrepConfig) -> None:
     write_json_atomic(path, wanted)
 
 
-def _plan(sources: list[Source], pending: list[Source], ignored: list[dict], cfg: PrepConfig) -> dict[str, Any]:
+def _plan(scan: Scan, done: dict[str, dict], cfg: PrepConfig) -> dict[str, Any]:
     """What a run would do, from file headers only (``--dry-run``)."""
     files, seconds, estimate, rejected = [], 0.0, 0, []
+    pending = [s for s in scan.sources if s.rel not in done]
     for source in pending:
         try:
             info = audio_header(source.path)
@@ -172,15 +194,15 @@ def _plan(sources: list[Source], pending: list[Source], ignored: list[dict], cfg
         estimate += len(clip_starts(samples, cfg.clip_samples, cfg.hop_samples, cfg.min_tail_samples))
     return {
         "dry_run": True,
-        "files_found": len(sources),
-        "files_done": len(sources) - len(pending),
+        "files_found": len(scan.sources),
+        "files_done": len(done),
         "files_to_prepare": files,
         "seconds_to_prepare": round(seconds, 2),
         "clips_estimate": estimate,
-        "rejected": rejected,
-        "ignored": ignored,
+        "rejected": rejected + scan.unreadable,
+        "ignored": scan.ignored,
+        "warnings": scan_warnings(scan),
     }
-
 
 
 def summary_lines(result: PrepResult) -> list[str]:
@@ -201,7 +223,7 @@ def summary_lines(result: PrepResult) -> list[str]:
             f"{r['clips_written']} clips written ({splits}), {r['dropped']['count']} dropped"
             + (f" ({reasons})" if reasons else "")
         ]
-        lines += [f"  warning: {w}" for w in r["warnings"]]
+    lines += [f"  warning: {w}" for w in r["warnings"]]
     lines += [f"  rejected {x['source']}: {x['reason']}" for x in r["rejected"]]
     lines += [f"  ignored {x['file']}: {x['reason']}" for x in r["ignored"]]
     return lines

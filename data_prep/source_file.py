@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +54,19 @@ def prepare_source(source: Source, cfg: PrepConfig, out_dir: Path) -> dict[str, 
     from riffmask.core.forward import mel_array
     from riffmask.core.image import image_from_mel, max_volume_of, save_image
 
-    manifest: dict[str, Any] = {"source": source.rel, "genre": source.genre, "signature": source.signature()}
+    manifest: dict[str, Any] = {
+        "source": source.rel,
+        "genre": source.genre,
+        "signature": source.signature(),
+        # The limit this file was judged by: a rerun under another one judges it again (see _judged_otherwise).
+        "min_sample_rate": cfg.min_sample_rate,
+        "sample_rate": None,
+    }
     split = source.split(cfg.validation_fraction, cfg.split_seed)
     params = cfg.params
     try:
-        check_rate(source.path, audio_header(source.path).samplerate, cfg)
+        manifest["sample_rate"] = audio_header(source.path).samplerate
+        check_rate(source.path, manifest["sample_rate"], cfg)
         audio = load_audio(source.path, params.sample_rate)
         check_length(source.path, len(audio), cfg)
     except AudioError as exc:
@@ -101,8 +110,9 @@ def manifest_path(out_dir: Path, source: Source) -> Path:
     return out_dir / STATE_DIR / "sources" / f"{source.key}.json"
 
 
-def read_manifest(out_dir: Path, source: Source) -> dict[str, Any] | None:
-    """The manifest of a source if it is complete and matches the file as it is now."""
+def read_manifest(out_dir: Path, source: Source, cfg: PrepConfig) -> dict[str, Any] | None:
+    """The manifest of a source if it is complete, matches the file as it is now, its clip files are all
+    there and ``cfg`` would accept or reject the file as it did."""
     path = manifest_path(out_dir, source)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -111,12 +121,26 @@ def read_manifest(out_dir: Path, source: Source) -> dict[str, Any] | None:
     if manifest.get("source") != source.rel or manifest.get("signature") != source.signature():
         return None
     try:  # a manifest is data read back: the files it names must lie inside the output folder
-        for clip in manifest["clips"]:
-            inside(out_dir, clip["image"]), inside(out_dir, clip["audio"])
+        files = [inside(out_dir, clip[kind]) for clip in manifest["clips"] for kind in ("image", "audio")]
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("%s: ignored, it names files outside %s or is malformed (%s); preparing again", path, out_dir, exc)
         return None
-    return manifest
+    if missing := next((f for f in files if not f.is_file()), None):
+        log.warning("%s is missing: preparing %s again", missing, source.rel)
+        return None
+    return None if _judged_otherwise(manifest, cfg) else manifest
+
+
+def _judged_otherwise(manifest: dict[str, Any], cfg: PrepConfig) -> bool:
+    """Whether ``cfg.min_sample_rate`` accepts a file its manifest's limit rejected, or the reverse.
+
+    The limit only decides which files are used, so it may change between runs of one folder; the
+    files it does not concern are kept as they are.
+    """
+    rate = manifest.get("sample_rate")
+    if rate is None:  # the header was unreadable: rejected under any limit
+        return False
+    return (rate < manifest["min_sample_rate"]) != (rate < cfg.min_sample_rate)
 
 
 def warm_codec(params: SpectrogramParams) -> None:
@@ -131,10 +155,16 @@ _fft_threads: int | None = None
 
 
 def init_worker(threads: int) -> None:
-    """Pool initializer: give each clip's FFT ``threads`` threads (torch is imported only if it runs the FFT)."""
+    """Pool initializer: give each clip's FFT ``threads`` threads (torch is imported only if it runs the FFT).
+
+    A worker ignores Ctrl-C: the terminal sends it to every process of the run, and the main process
+    stops the workers itself (a worker's KeyboardInterrupt would only be this file's result, and the
+    queue would go on).
+    """
     global _fft_threads
     from riffmask.core import dft
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _fft_threads = threads
     if not dft.available():
         import torch

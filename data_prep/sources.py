@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,18 +81,44 @@ def format_caption(template: str, genre: str, stem: str) -> str:
     return template.format(genre=readable_name(genre), stem=readable_name(stem)).strip()
 
 
-def scan_genres(root: str | os.PathLike) -> tuple[list[Source], list[dict[str, str]], list[dict[str, str]]]:
+@dataclass
+class Scan:
+    """What :func:`scan_genres` found under a genre root."""
+
+    sources: list[Source]
+    ignored: list[dict[str, str]]  # entries that are not audio files of a genre, with the reason
+    unreadable: list[dict[str, str]]  # audio entries that cannot be read (dangling links, no permission)
+    empty_genres: list[str]  # genre folders holding no audio file at all
+
+    @property
+    def duplicates(self) -> list[dict[str, str]]:
+        return [{"source": s.rel, "same_as": s.same_as} for s in self.sources if s.same_as]
+
+    def findings(self) -> dict[str, list]:
+        """What the report lists besides the clips: the same findings leave a finished folder as it is."""
+        return {
+            "ignored": self.ignored,
+            "unreadable": self.unreadable,
+            "empty_genres": self.empty_genres,
+            "duplicates": self.duplicates,
+        }
+
+
+def scan_genres(root: str | os.PathLike) -> Scan:
     """The audio files of every genre sub-folder of ``root`` in sorted order, the files ignored and
-    the audio entries that cannot be read (dangling links, no permission), each with the reason.
-    Hidden files and folders are skipped silently. Files with identical bytes are linked (``same_as``)."""
+    the audio entries that cannot be read, each with the reason. Folder links are followed (a loop is
+    listed as ignored); hidden files and folders are skipped silently. Files with identical bytes are
+    linked (``same_as``)."""
     root = Path(root)
     if not root.is_dir():
         raise RiffmaskError(f"{root}: genre root is not a folder")
     sources: list[Source] = []
     ignored: list[dict[str, str]] = []
     unreadable: list[dict[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    genres: list[str] = []
+    for dirpath, dirnames, filenames in _folders(root, ignored):
+        if dirpath == str(root):
+            genres = dirnames
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
@@ -112,7 +139,7 @@ def scan_genres(root: str | os.PathLike) -> tuple[list[Source], list[dict[str, s
                 ignored.append({"file": rel, "reason": f"not an audio file extension ({path.suffix or 'none'})"})
             elif (problem := caption_text(path)[1]) is not None:
                 ignored.append({"file": rel, "reason": problem})
-    if not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+    if not genres:
         raise RiffmaskError(f"{root}: no genre folders (expected sub-folders such as jazz/, lofi/ holding audio)")
     sources.sort(key=lambda s: s.rel)
     first: dict[str, str] = {}
@@ -120,4 +147,27 @@ def scan_genres(root: str | os.PathLike) -> tuple[list[Source], list[dict[str, s
         twin = first.setdefault(source.sha256, source.rel)
         if twin != source.rel:
             sources[k] = dataclasses.replace(source, same_as=twin)
-    return sources, ignored, unreadable
+    with_audio = {s.genre for s in sources} | {u["source"].split("/", 1)[0] for u in unreadable}
+    return Scan(sources, ignored, unreadable, [g for g in genres if g not in with_audio])
+
+
+def _folders(root: Path, ignored: list[dict[str, str]]) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` of ``root`` without hidden folders, following folder links (a genre may be a link to
+    where the sounds live) except one that leads back to a folder it lies in: such a loop is listed in
+    ``ignored``."""
+    # Real paths of each folder still to visit and of the folders above it.
+    chains = {str(root): {os.path.realpath(root)}}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        above = chains.pop(dirpath)
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            path = os.path.join(dirpath, name)
+            real = os.path.realpath(path)
+            if real in above:
+                rel = Path(path).relative_to(root).as_posix()
+                ignored.append({"file": rel, "reason": f"a folder link back to {real}, which holds it: a loop"})
+                continue
+            chains[path] = above | {real}
+            kept.append(name)
+        dirnames[:] = kept
+        yield dirpath, kept, filenames

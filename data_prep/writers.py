@@ -18,7 +18,7 @@ from riffmask.common.config import save_config
 from riffmask.common.io import inside, write_json_atomic, write_text_atomic
 from riffmask.data_prep.config import PrepConfig
 from riffmask.data_prep.readers import COLUMNS, SPLITS, STATE_DIR, dataset_fingerprint, features
-from riffmask.data_prep.sources import Source
+from riffmask.data_prep.sources import Scan, Source
 
 _ARROW_FILES = ("state.json", "dataset_info.json")
 
@@ -32,26 +32,26 @@ def _records(sources: list[Source], done: dict[str, dict], cfg: PrepConfig) -> l
     return rows
 
 
-def _content_hash(rows: list[dict], cfg: PrepConfig) -> str:
-    text = json.dumps([rows, cfg.content_settings()], sort_keys=True)
+def _content_hash(scan: Scan, done: dict[str, dict], cfg: PrepConfig) -> str:
+    """Of everything the folder's files and report show: clips, settings and what the scan found."""
+    text = json.dumps([_records(scan.sources, done, cfg), cfg.content_settings(), scan.findings()], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def finalized_matches(out_dir: Path, sources: list[Source], done: dict, cfg: PrepConfig) -> bool:
+def finalized_matches(out_dir: Path, scan: Scan, done: dict, cfg: PrepConfig) -> bool:
+    """Whether the folder was last finalized from the same clips, settings and findings."""
     try:
         state = json.loads((out_dir / STATE_DIR / "finalized.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     files = ("report.json", "dataset_dict.json")
-    return state.get("hash") == _content_hash(_records(sources, done, cfg), cfg) and all(
-        (out_dir / f).is_file() for f in files
-    )
+    return state.get("hash") == _content_hash(scan, done, cfg) and all((out_dir / f).is_file() for f in files)
 
 
-def finalize(
-    genre_root: Path, out_dir: Path, sources: list[Source], done: dict, ignored: list[dict], cfg: PrepConfig
-) -> dict[str, Any]:
-    rows = _records(sources, done, cfg)
+def finalize(genre_root: Path, out_dir: Path, scan: Scan, done: dict, cfg: PrepConfig) -> dict[str, Any]:
+    """Rewrite metadata, Arrow files and config from the manifests and return the report; the caller
+    writes it, then :func:`mark_finalized`."""
+    rows = _records(scan.sources, done, cfg)
     by_split = {split: [r for r in rows if r["split"] == split] for split in SPLITS}
     for split, split_rows in by_split.items():
         folder = out_dir / split
@@ -65,9 +65,12 @@ def finalize(
     _write_arrow(out_dir, by_split)
     _remove_strays(out_dir, rows)
     save_config(cfg, out_dir / "config.yaml")
-    report = _report(genre_root, out_dir, sources, done, ignored, by_split)
-    write_json_atomic(out_dir / STATE_DIR / "finalized.json", {"hash": _content_hash(rows, cfg)})
-    return report
+    return _report(genre_root, out_dir, scan, done, by_split)
+
+
+def mark_finalized(out_dir: Path, scan: Scan, done: dict, cfg: PrepConfig) -> None:
+    """Record what the folder now holds; written last, so that a run stopped before it finalizes again."""
+    write_json_atomic(out_dir / STATE_DIR / "finalized.json", {"hash": _content_hash(scan, done, cfg)})
 
 
 def _metadata_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -123,30 +126,45 @@ def _remove_strays(out_dir: Path, rows: list[dict]) -> None:
                 path.unlink()
 
 
-def _report(
-    genre_root: Path, out_dir: Path, sources: list[Source], done: dict, ignored: list[dict], by_split: dict
-) -> dict[str, Any]:
-    manifests = [done[s.rel] for s in sources]
+def _report(genre_root: Path, out_dir: Path, scan: Scan, done: dict, by_split: dict) -> dict[str, Any]:
+    manifests = [done[s.rel] for s in scan.sources]
     read = [m for m in manifests if m["status"] == "done"]
     dropped = [{"source": m["source"], **d} for m in read for d in m["dropped"]]
     clips = [r for rows in by_split.values() for r in rows]
-    warnings = []
-    if not by_split["validation"] and len(read) > 1:
-        warnings.append("the validation split is empty: raise validation_fraction or add files")
-    if not clips:
-        warnings.append("no clips were written: every file was rejected or silent")
-    return {
+    report = {
         "genre_root": str(genre_root),
         "out_dir": str(out_dir),
-        "files_found": len(sources),
+        "files_found": len(scan.sources),
         "files_read": len(read),
         "seconds_read": round(sum(m["seconds"] for m in read), 2),
         "clips_written": len(clips),
         "clips_per_split": {s: len(rows) for s, rows in by_split.items()},
         "clips_per_genre": dict(sorted(Counter(r["genre"] for r in clips).items())),
         "dropped": {"count": len(dropped), "by_reason": dict(Counter(d["reason"] for d in dropped)), "clips": dropped},
-        "rejected": [{"source": m["source"], "reason": m["reason"]} for m in manifests if m["status"] != "done"],
-        "ignored": ignored,
-        "warnings": warnings,
+        # Unreadable entries are listed as failures, never retried as sources.
+        "rejected": [{"source": m["source"], "reason": m["reason"]} for m in manifests if m["status"] != "done"]
+        + scan.unreadable,
+        "ignored": scan.ignored,
+        "warnings": [],
         "fingerprint": dataset_fingerprint(out_dir),
     }
+    if not by_split["validation"] and len(read) > 1:
+        report["warnings"].append("the validation split is empty: raise validation_fraction or add files")
+    if not clips:
+        report["warnings"].append("no clips were written: every file was rejected or silent")
+    if scan.duplicates:
+        report["duplicates"] = scan.duplicates
+        report["warnings"].append(
+            f"{len(scan.duplicates)} file(s) hold the same audio as another (see duplicates): each is kept in its "
+            "twin's split, so that no sound is both trained on and validated against"
+        )
+    report["warnings"] += scan_warnings(scan)
+    return report
+
+
+def scan_warnings(scan: Scan) -> list[str]:
+    """Warnings from the scan alone (a dry run shows them too)."""
+    return [
+        f"genre folder {genre}/ holds no audio files: the genre {genre!r} is not in the dataset"
+        for genre in scan.empty_genres
+    ]

@@ -21,7 +21,7 @@ import numpy as np
 
 from riffmask.common.config import config_dict, replace_options
 from riffmask.common.errors import RiffmaskError
-from riffmask.common.io import file_sha256, safe_stem, write_json_atomic
+from riffmask.common.io import file_sha256, locked, safe_stem, write_json_atomic
 from riffmask.core.audio import AUDIO_EXTENSIONS, load_part, write_wav
 from riffmask.core.codec import save_image
 from riffmask.infer.config import GenerateConfig
@@ -30,7 +30,6 @@ from riffmask.infer.out_folder import (
     claim_path,
     earlier_runs,
     item_files,
-    locked,
     plan_input,
     remove_temporaries,
     write_summary,
@@ -149,7 +148,7 @@ def generate_files(pipe, inputs: list[Path], cfg: GenerateConfig) -> RunSummary:
     are skipped, incomplete ones finished (see :mod:`riffmask.infer.out_folder`).
     """
     started_at = run_started()
-    with locked(Path(cfg.output.out)) as out_dir:
+    with locked(Path(cfg.output.out), "riffmask generate") as out_dir:
         earlier = earlier_runs(out_dir)
         summary = run_inputs(pipe, inputs, cfg)
         record_run(out_dir, summary, cfg, started_at, earlier)

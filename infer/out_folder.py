@@ -1,7 +1,7 @@
 """The output folder of ``riffmask generate``, safe to run into again and again.
 
-- **One writer at a time**: a run holds an ``flock`` on the folder (the kernel drops it when the
-  process dies, even by ``kill -9``); a second run into the same folder refuses.
+- **One writer at a time**: a run holds an ``flock`` on the folder (:func:`riffmask.common.io.locked`; the
+  kernel drops it when the process dies, even by ``kill -9``); a second run into the same folder refuses.
 - **Complete or finished later**: :func:`riffmask.infer.files.write_item` writes the item's sidecar-to-be
   as a hidden claim ``.NAME.claim`` first, then the files, then the sidecar ``NAME.json`` (the mark of
   a complete item), then drops the claim. A claim without a sidecar is an incomplete item: a rerun of
@@ -16,53 +16,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import itertools
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from riffmask.common.config import ConfigError, without_local
 from riffmask.common.errors import RiffmaskError
-from riffmask.common.io import output_folder, write_json_atomic
+from riffmask.common.io import write_json_atomic
 from riffmask.infer.config import GenerateConfig
 
 SUMMARY = "summary.json"
-_held: dict[Path, int] = {}  # folders this process holds the lock of: holding is re-entrant
-
-
-@contextlib.contextmanager
-def locked(out_dir: Path, command: str = "riffmask generate") -> Iterator[Path]:
-    """Hold the writer lock of ``out_dir`` (created if missing) for the block; refuse if another run holds it
-    (``command``: what the refusal calls that run).
-
-    The lock is ``flock`` on the folder itself: no lock file to leave behind, and the kernel releases
-    it when the process ends, however it ends.
-    """
-    created = not Path(out_dir).exists()
-    out_dir = output_folder(out_dir, "out")
-    key = out_dir.resolve()
-    if key in _held:
-        yield out_dir
-        return
-    fd = os.open(out_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RiffmaskError(
-            f"another {command} is writing to {out_dir}; wait for it to finish or choose another --out"
-        ) from None
-    _held[key] = fd
-    try:
-        yield out_dir
-    finally:
-        del _held[key]
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # a run that stopped before writing anything leaves no trace
-        os.close(fd)
 
 
 def item_files(name: str) -> dict[str, str]:

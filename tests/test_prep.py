@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from riffmask.core.codec import load_image, stored_max_volume
 from riffmask.data_prep import synth
 from riffmask.data_prep.clips import clip_starts, cut_clips
 from riffmask.data_prep.config import PrepConfig
-from riffmask.data_prep.dataset import prepare_dataset
+from riffmask.data_prep.dataset import prepare_dataset, summary_lines
 from riffmask.data_prep.readers import dataset_fingerprint, load_prepared
 
 SMALL = ["width=64", "num_frequencies=64", "validation_fraction=0.5", "png_compress_level=1"]
@@ -229,12 +232,77 @@ def test_an_output_folder_keeps_its_settings(genres, reference, tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "precious"
 
 
+def test_missing_clip_files_are_made_again(genres, reference, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(reference.out_dir, out)
+    png, wav = sorted((out / "train").glob("ambient-*.png"))[0], sorted((out / "train").glob("synthpop-*.wav"))[0]
+    png.unlink()
+    wav.unlink()
+    result = prep(genres, out)  # the two sources whose clips went missing are prepared again, nothing else
+    assert result.report["run"]["files_prepared"] == 2 and png.is_file() and wav.is_file()
+    assert result.report["fingerprint"] == reference.report["fingerprint"]
+    assert clip_files(out) == clip_files(reference.out_dir)
+
+
+def test_min_sample_rate_may_change_and_decides_only_which_files_are_used(tmp_path):
+    root = make_genres(tmp_path / "g", files=1)
+    sf.write(root / "ambient" / "phone.wav", tone(440, 1.0, sr=8000), 8000)
+    first = prep(root, tmp_path / "out").report
+    assert "add min_sample_rate=8000" in first["rejected"][0]["reason"] and first["files_read"] == 2
+    lowered = prep(root, tmp_path / "out", "min_sample_rate=8000").report  # the advice works in the same folder
+    assert lowered["run"]["files_prepared"] == 1 and lowered["files_read"] == 3 and not lowered["rejected"]
+    assert lowered["fingerprint"] == prep(root, tmp_path / "fresh", "min_sample_rate=8000").report["fingerprint"]
+    raised = prep(root, tmp_path / "out").report  # back to the default: the phone file leaves again
+    assert raised["run"]["files_prepared"] == 1 and raised["rejected"] == first["rejected"]
+    assert raised["fingerprint"] == first["fingerprint"]
+    assert not any("phone" in f for f in clip_files(tmp_path / "out"))
+
+
+def test_folder_links_are_followed_and_a_loop_is_listed(tmp_path):
+    root, elsewhere = tmp_path / "g", tmp_path / "elsewhere"
+    for folder in (root / "jazz", elsewhere / "rock" / "takes", elsewhere / "live"):
+        folder.mkdir(parents=True)
+    for k, name in enumerate(("g/jazz/a", "elsewhere/rock/b", "elsewhere/rock/takes/c", "elsewhere/live/d")):
+        sf.write(tmp_path / f"{name}.wav", tone(300 + 200 * k, 0.7), SR)
+    (root / "rock").symlink_to(elsewhere / "rock")  # a genre folder that is a link
+    (root / "jazz" / "live").symlink_to(elsewhere / "live")  # a sub-folder that is a link
+    (elsewhere / "rock" / "takes" / "again").symlink_to(elsewhere / "rock")  # a loop: rock/takes/again -> rock
+    report = prep(root, tmp_path / "out", "validation_fraction=0").report
+    assert sorted(r["source"] for r in load_prepared(tmp_path / "out")["train"]) == [
+        "jazz/a.wav", "jazz/live/d.wav", "rock/b.wav", "rock/takes/c.wav"
+    ]
+    assert [i["file"] for i in report["ignored"]] == ["rock/takes/again"]
+    assert "a loop" in report["ignored"][0]["reason"]
+
+
+def test_unreadable_entries_and_empty_genres_are_reported_and_a_rerun_is_up_to_date(tmp_path):
+    root = make_genres(tmp_path / "g", files=1)
+    (root / "ambient" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    (root / "polka").mkdir()
+    (root / "polka" / "notes.md").write_text("to record")
+    plan = prep(root, tmp_path / "out", dry_run=True)
+    assert any("genre folder polka/ holds no audio files" in line for line in summary_lines(plan))
+    first = prep(root, tmp_path / "out").report
+    assert {"source": "ambient/gone.wav", "reason": "a dangling symbolic link"} in first["rejected"]
+    assert any("polka/" in w for w in first["warnings"])
+    out = tmp_path / "out"
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    again = prep(root, out)
+    assert again.up_to_date and again.report == first  # still listed, nothing rebuilt
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    (root / "ambient" / "cover.jpg").write_bytes(b"\xff\xd8\xff")  # a new finding: the report is rewritten
+    third = prep(root, out)
+    assert not third.up_to_date and third.report["run"]["files_prepared"] == 0
+    assert "ambient/cover.jpg" in {i["file"] for i in third.report["ignored"]}
+
+
 # --------------------------------------------------------------------------- crash safety
 # `riffmask prep` whose clip writer announces the clip number STALL_AFTER and then hangs, so that the
 # test can kill -9 it at a known point (pool workers are forked, so they inherit the patch).
 STALLING_PREP = """
-import os, sys, time
+import os, signal, sys, time
 import riffmask.cli as c
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as on a terminal, also under a background job
 from riffmask.data_prep import source_file
 written, write_wav = 0, source_file.write_wav
 def stalling(*args, **kwargs):
@@ -250,12 +318,16 @@ sys.exit(c.main(sys.argv[1:]))
 """
 
 
+def stalling_prep(genres: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-c", STALLING_PREP, "prep", str(genres), str(out), "--config", "paper", *SMALL, *extra]
+
+
 def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, reference, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "STALL_AFTER": "4"}  # file 1 has 3 clips: stall after clip 0 of file 2
     # One worker: the stall counts the clips of one process (the default is one worker per core).
-    cmd = [sys.executable, "-c", STALLING_PREP, "prep", str(genres), str(out), "--config", "paper", *SMALL]
-    with killed_when_stalled([*cmd, "num_proc=1"], "stalled after 4 clips", env=env, cwd=Path(__file__).parent.parent):
+    cmd = stalling_prep(genres, out, "num_proc=1")
+    with killed_when_stalled(cmd, "stalled after 4 clips", env=env, cwd=Path(__file__).parent.parent):
         pass  # killed -9 once stalled
     assert not (out / "dataset_dict.json").exists() and len(clip_files(out)) == 2 * 4
     assert len(list((out / ".riffmask" / "sources").iterdir())) == 1
@@ -266,6 +338,40 @@ def test_kill_9_mid_file_then_rerun_finishes_without_duplicates(genres, referenc
     assert result.report["fingerprint"] == reference.report["fingerprint"]
     assert clip_files(out) == clip_files(reference.out_dir)  # no duplicates, no temporary files
     assert prep(genres, out).up_to_date
+
+
+@pytest.mark.timeout(120)
+def test_a_second_run_refuses_and_ctrl_c_stops_the_first_keeping_finished_files(genres, reference, tmp_path):
+    out = tmp_path / "out"
+    # Each worker finishes at most one 3-clip file and stalls in its next: two files done at most, two in flight.
+    env = {**os.environ, "STALL_AFTER": "4"}
+    cmd = stalling_prep(genres, out, "num_proc=2")
+    # Its own process group, as a terminal's job: Ctrl-C reaches the main process and the workers alike.
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).parent.parent,
+                            start_new_session=True)  # fmt: skip
+    try:
+        stalled = 0
+        for line in proc.stderr:  # until both workers stall: the folder stays as it is now
+            stalled += line.count("stalled after 4 clips")  # unbuffered stderr may put both on one line
+            if stalled == 2:
+                break
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        with pytest.raises(RiffmaskError, match=f"another riffmask prep is writing to {out}"):
+            prep(genres, out)
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+        os.killpg(proc.pid, signal.SIGINT)
+        err = proc.communicate(timeout=10)[1]  # the stalled workers are stopped, not waited for
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 130 and "run the same command again to continue" in err
+    kept = len(list((out / ".riffmask" / "sources").iterdir()))
+    assert kept >= 1 and not (out / "dataset_dict.json").exists()
+    result = prep(genres, out)
+    assert result.report["run"]["files_prepared"] == 4 - kept
+    assert result.report["fingerprint"] == reference.report["fingerprint"]
+    assert clip_files(out) == clip_files(reference.out_dir)
 
 
 @pytest.mark.timeout(180)

@@ -431,9 +431,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     import contextlib
 
     from riffmask.common.config import config_from_args
-    from riffmask.common.io import write_json_atomic
+    from riffmask.common.io import locked, write_json_atomic
     from riffmask.infer.config import GenerateConfig
-    from riffmask.infer.out_folder import locked
     from riffmask.metrics.sweep import SWEPT, analyse, parse_values, run_sweep, write_sweep_report
 
     cfg = config_from_args(GenerateConfig, args, args.overrides)

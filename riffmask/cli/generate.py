@@ -86,11 +86,12 @@ def generate_command(args: argparse.Namespace) -> int:
     import tempfile
 
     from riffmask.common.errors import RiffmaskError
+    from riffmask.common.io import locked
     from riffmask.infer import distributed
     from riffmask.infer.config import GenerateConfig
     from riffmask.infer.files import expand_inputs, record_run, run_inputs, run_started
     from riffmask.infer.load import load_pipeline
-    from riffmask.infer.out_folder import earlier_runs, locked
+    from riffmask.infer.out_folder import earlier_runs
 
     patterns = list(args.inputs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +113,8 @@ def generate_command(args: argparse.Namespace) -> int:
     main = state is None or state.is_main_process
     # One writer per folder: a run (for a launch, its main process) holds the folder's lock, and a bad --out
     # (a file, a foreign summary, another run writing) stops it before the model loads.
-    folder = locked(Path(cfg.output.out)) if main else contextlib.nullcontext(Path(cfg.output.out))
+    out = Path(cfg.output.out)
+    folder = locked(out, "riffmask generate") if main else contextlib.nullcontext(out)
     with folder as out_dir:
         earlier = earlier_runs(out_dir) if main else []
         if state is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +119,14 @@ def prep_command(args: argparse.Namespace) -> int:
     from riffmask.data_prep.dataset import prepare_dataset, summary_lines
 
     cfg = config_from_args(PrepConfig, args, args.overrides)
-    result = prepare_dataset(Path(args.genre_root), Path(args.out_dir), cfg, dry_run=args.dry_run)
+    try:
+        result = prepare_dataset(Path(args.genre_root), Path(args.out_dir), cfg, dry_run=args.dry_run)
+    except KeyboardInterrupt:
+        print(
+            f"riffmask prep: interrupted; the files prepared so far are kept in {args.out_dir}: "
+            "run the same command again to continue",
+            file=sys.stderr,
+        )
+        return 130
     print("\n".join(summary_lines(result)))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -125,3 +126,38 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_held: dict[Path, int] = {}  # folders this process holds the lock of: holding is re-entrant
+
+
+@contextlib.contextmanager
+def locked(out_dir: str | os.PathLike, command: str, option: str = "out") -> Iterator[Path]:
+    """Hold the writer lock of ``out_dir`` (created if missing, a bad one named as ``option``) for the block;
+    refuse if another run holds it (``command``: what the refusal calls that run).
+
+    The lock is ``flock`` on the folder itself: no lock file to leave behind, and the kernel releases
+    it when the process ends, however it ends.
+    """
+    created = not Path(out_dir).exists()
+    out_dir = output_folder(out_dir, option)
+    key = out_dir.resolve()
+    if key in _held:
+        yield out_dir
+        return
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RiffmaskError(
+            f"another {command} is writing to {out_dir}; wait for it to finish or choose another output folder"
+        ) from None
+    _held[key] = fd
+    try:
+        yield out_dir
+    finally:
+        del _held[key]
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a run that stopped before writing anything leaves no trace
+        os.close(fd)
