@@ -95,6 +95,30 @@ def test_a_model_that_cannot_load_stops_the_sweep(tmp_path, capsys):
     assert "no-model" in capsys.readouterr().err and not (tmp_path / "o" / "sweep.csv").exists()
 
 
+def test_a_sweep_folder_takes_back_only_rows_of_the_same_inputs_and_settings(tmp_path, tiny_model_dir, capsys):
+    write_wav(tmp_path / "in" / "kettle.wav", tone(500.0, 0.3))
+    write_wav(tmp_path / "other" / "kettle.wav", tone(900.0, 0.3))  # the same stem, another sound
+    out = tmp_path / "sweep"
+
+    def sweep_of(source, model=tiny_model_dir):
+        argv = ["sweep", str(source), "--model", str(model), "--prompt", "ambient", "--downshift", "0,255"]
+        code = main([*argv, "--out", str(out), "--no-save", "--chroma-iterations", "2", *SMALL])
+        return code, capsys.readouterr().err
+
+    assert sweep_of(tmp_path / "in" / "kettle.wav")[0] == 0
+    table = (out / "sweep.csv").read_bytes()
+    assert {r["input_file"] for r in read_csv(out / "sweep.csv")} == {str((tmp_path / "in" / "kettle.wav").resolve())}
+    # Another model (not even loadable: refused before loading), another file of that name, other content.
+    code, err = sweep_of(tmp_path / "in" / "kettle.wav", model=tmp_path / "no-model")
+    assert code == 2 and "made with other settings (another model" in err and "no-model" not in err
+    code, err = sweep_of(tmp_path / "other" / "kettle.wav")
+    assert code == 2 and f"rows of kettle were made from {(tmp_path / 'in' / 'kettle.wav').resolve()}, not" in err
+    assert (out / "sweep.csv").read_bytes() == table
+    write_wav(tmp_path / "in" / "kettle.wav", tone(600.0, 0.3))
+    code, err = sweep_of(tmp_path / "in" / "kettle.wav")
+    assert code == 2 and "made from other content of it" in err and (out / "sweep.csv").read_bytes() == table
+
+
 def test_sweep_of_several_prompts_rates_the_genre(tmp_path, tiny_model_dir):
     """With two prompts, each output is classified among them: ``genre`` against ``input_genre``."""
     write_wav(tmp_path / "in" / "kettle.wav", tone(500.0, 0.3))
