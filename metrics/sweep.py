@@ -31,6 +31,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,20 +58,40 @@ GENRE_METRICS = ("genre", "input_genre")
 
 
 def parse_values(text: str, kind: type = float) -> list:
-    """``"0,20,...,100"`` -> ``[0, 20, 40, 60, 80, 100]``; plain lists are taken as they are."""
+    """``"0,20,...,100"`` -> ``[0, 20, 40, 60, 80, 100]``; plain lists are taken as they are.
+
+    A series ``a,b,...,z`` steps from ``a`` by ``b - a`` up to ``z``, which is included; ``z`` must lie
+    at or beyond ``b`` (``0,20,...,10`` and ``10,20,...,0`` are refused, not cut to ``0,10`` or ``10``).
+    """
     words = [w.strip() for w in text.split(",") if w.strip()]
+    if not words:
+        raise RiffmaskError(f"{text!r}: no values")
     if "..." not in words:
-        return [kind(w) for w in words]
+        return [_number(w, kind) for w in words]
     at = words.index("...")
     if at < 2 or at != len(words) - 2:
         raise RiffmaskError(f"{text!r}: write a series as a,b,...,z (two values, '...', the last value)")
-    first, second, last = (float(words[i]) for i in (at - 2, at - 1, at + 1))
+    listed = [_number(w, kind) for w in words[:at]]
+    first, second, last = listed[-2], listed[-1], _number(words[-1], kind)
     step = second - first
-    if step == 0 or (last - first) / step < 0:
-        raise RiffmaskError(f"{text!r}: the series never reaches {words[-1]}")
+    if step == 0 or (last - second) / step < 0:
+        raise RiffmaskError(
+            f"{text!r}: the series {words[at - 2]}, {words[at - 1]}, ... never reaches {words[-1]} "
+            f"(the last value must lie at or beyond {words[at - 1]})"
+        )
     count = int((last - first) / step + 1e-9)
-    values = [kind(w) for w in words[: at - 2]] + [kind(first + i * step) for i in range(count + 1)]
-    return list(dict.fromkeys([*values, kind(last)]))
+    values = listed[:-2] + [kind(first + i * step) for i in range(count + 1)]
+    return list(dict.fromkeys([*values, last]))
+
+
+def _number(word: str, kind: type) -> int | float:
+    try:
+        value = kind(word)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        raise RiffmaskError(f"{word!r} is not {'an integer' if kind is int else 'a finite number'}")
+    return value
 
 
 def grid(swept: dict[str, list], ablation: bool) -> list[dict[str, Any]]:
@@ -84,6 +105,12 @@ def grid(swept: dict[str, list], ablation: bool) -> list[dict[str, Any]]:
 
 def combination_id(combo: dict[str, Any]) -> str:
     return safe_stem("_".join(f"{k}={v}" for k, v in combo.items()).replace(" ", "-"))
+
+
+def combination_configs(cfg, swept: dict[str, list], ablation: bool) -> dict[tuple[str, str], Any]:
+    """The config of every (prompt, combination id) of a sweep, all built at once: a value that no config
+    takes (``--downshift 0,300``) is refused before anything is made."""
+    return {(p, combination_id(c)): _config_for(cfg, c, p) for c in grid(swept, ablation) for p in cfg.sampling.prompt}
 
 
 def _config_for(cfg, combo: dict[str, Any], prompt: str):
@@ -125,6 +152,7 @@ def run_sweep(
         _take_parts(table)
     if state is not None:
         state.wait_for_everyone()  # every process plans from the same sweep.csv
+    configs = combination_configs(cfg, swept, ablation)
     rows = [r for r in read_csv(table) if not r.get("error")] if table.is_file() else []
     combos = grid(swept, ablation)
     sources = expand_inputs([str(p) for p in inputs])
@@ -144,7 +172,7 @@ def run_sweep(
     mine = [item for k, item in enumerate(todo) if distributed.is_mine(k, state)]
     # One process keeps sweep.csv itself up to date; several keep a part each (no two writers of one file).
     part, earlier = (table, rows) if state is None or state.num_processes == 1 else (_part(table, state), [])
-    made = _make_items(cfg, mine, names, made_from, out_dir, chroma_decode, save_items, pipe, state,
+    made = _make_items(cfg, configs, mine, names, made_from, out_dir, chroma_decode, save_items, pipe, state,
                        lambda new: write_csv(part, _ordered(earlier, new, todo, names)))  # fmt: skip
     everything = _ordered(rows, distributed.gather_lists(state, made), todo, names)  # waits for every process
     if main:
@@ -227,8 +255,11 @@ def _take_parts(table: Path) -> None:
         path.unlink()
 
 
-def _make_items(cfg, todo, names, made_from, out_dir, chroma_decode, save_items, pipe, state, save) -> list[Row]:
-    """Generate, score and write the items of ``todo``; ``save(rows)`` after each one. Returns the rows."""
+def _make_items(
+    cfg, configs, todo, names, made_from, out_dir, chroma_decode, save_items, pipe, state, save
+) -> list[Row]:
+    """Generate, score and write the items of ``todo`` (their ``configs``: :func:`combination_configs`);
+    ``save(rows)`` after each one. Returns the rows."""
     from tqdm.auto import tqdm
 
     # The exact reading and file layout of `riffmask generate`.
@@ -259,7 +290,7 @@ def _make_items(cfg, todo, names, made_from, out_dir, chroma_decode, save_items,
                 continue
             reference = round_trip = input_reading = None
             for _, prompt, combo in group:
-                item_cfg = _config_for(cfg, combo, prompt)
+                item_cfg = configs[prompt, combination_id(combo)]
                 try:
                     gen = generate_sound(pipe, audio, item_cfg)[0]
                     if reference is None:  # the input image is the same for every combination

@@ -26,8 +26,28 @@ def test_values_expand_series_and_keep_the_last_value():
     assert sweep.parse_values("0.5, 0.8", float) == [0.5, 0.8]
     with pytest.raises(ValueError, match="a,b,...,z"):
         sweep.parse_values("...,5")
-    with pytest.raises(ValueError, match="never reaches"):
-        sweep.parse_values("10,20,...,0")
+    for series in ("10,20,...,0", "0,20,...,10"):  # the end must lie at or beyond the second value
+        with pytest.raises(ValueError, match="never reaches"):
+            sweep.parse_values(series, int)
+    bad = (("0,a", int, "a"), ("0,0.5", int, "0.5"), ("0,0.5,...,2", int, "0.5"), ("1,nan", float, "nan"))
+    for text, kind, word in bad:
+        with pytest.raises(ValueError, match=f"'{word}' is not"):
+            sweep.parse_values(text, kind)
+
+
+@pytest.mark.parametrize(("flag", "values", "says"), [
+    ("--downshift", "0,300", "downshift: a grey level 0-255"),
+    ("--strength", "0,0.5", "strength: must be in (0, 1]"),
+    ("--downshift", "0,1e9", "--downshift: '1e9' is not an integer"),
+    ("--seeds", "1,x", "--seeds: 'x' is not an integer"),
+])  # fmt: skip
+def test_every_swept_value_is_checked_before_the_folder_or_the_model(flag, values, says, tmp_path, capsys):
+    write_wav(tmp_path / "a.wav", tone(300.0, 0.2))
+    argv = ["sweep", str(tmp_path / "a.wav"), "--model", str(tmp_path / "no-model"), flag, values]
+    assert main([*argv, "--out", str(tmp_path / "o"), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "no-model" not in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_grid_crosses_axes_and_ablation_variants():
