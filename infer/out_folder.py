@@ -9,7 +9,8 @@
 - **Nothing replaced by mistake**: an item is skipped only when its sidecar shows the same input (path
   and content) and the same settings. Another input with the same stem, or other settings (without
   ``--overwrite``), takes the next free name (``NAME_2``, ...); files riffmask did not write are never
-  replaced, with or without ``--overwrite``.
+  replaced, with or without ``--overwrite``. Names are given by their files (:func:`plan_input`): no
+  item is named onto another item's files or the folder's own (``summary.json``, ``report.html``).
 - **Every run recorded**: ``summary.json`` describes the latest run at its top level and keeps the
   earlier ones, oldest first, under ``runs``; a ``summary.json`` that riffmask did not write stops the run.
 """
@@ -26,6 +27,9 @@ from riffmask.common.io import write_json_atomic
 from riffmask.infer.config import GenerateConfig
 
 SUMMARY = "summary.json"
+REPORT = "report.html"  # --report (riffmask.metrics.report)
+#: The folder's own files: no item is ever named onto them (an input ``summary.wav`` becomes ``summary_2``).
+FOLDER_FILES = frozenset({SUMMARY, REPORT})
 
 
 def item_files(name: str) -> dict[str, str]:
@@ -49,9 +53,10 @@ def claim_path(out_dir: Path, name: str) -> Path:
 
 
 def remove_temporaries(out_dir: Path, files: list[str]) -> None:
-    """Delete the temporary files (``.FILE.<random><suffix>``) that killed atomic writes of ``files`` left."""
+    """Delete the temporary files (``.FILE.<8 random characters>.<suffix>``) that killed atomic writes of
+    ``files`` left: that exact shape, for ``.FILE.*`` also matches the claim and files of an item ``FILE``."""
     for file in files:
-        for stray in out_dir.glob(f".{file}.*"):
+        for stray in out_dir.glob(f".{file}.????????.*"):
             stray.unlink(missing_ok=True)
 
 
@@ -102,18 +107,38 @@ def plan_input(
     """Item names for one input's results (``configs``, one per item) and the state of each.
 
     The first of ``stem``, ``stem_2``, ... whose items are all free, incomplete or this input's (with
-    other settings only under ``overwrite``) and not ``taken`` by an earlier input of this run.
+    other settings only under ``overwrite``) and whose files are nobody else's. Names are chosen by
+    their files, not by themselves: item ``kettle`` writes ``kettle_input.wav``, the very file an item
+    ``kettle_input`` would make its music in. ``taken`` holds the files of the items an earlier input
+    of this run was given (nothing is written until all are planned); this input's are added.
     """
     for k in itertools.count(1):
         names = item_names(stem if k == 1 else f"{stem}_{k}", len(configs))
-        if taken.intersection(names):
+        files = {f for n in names for f in item_files(n).values()}
+        if files & (taken | FOLDER_FILES) or any(_shares_files(out_dir, n) for n in names):
             continue
         states = [item_state(out_dir, n, source, digest, c) for n, c in zip(names, configs, strict=True)]
         if "foreign" in states or ("changed" in states and not overwrite):
             continue
-        taken.update(names)
+        taken.update(files)
         return names, states
     raise AssertionError("unreachable")
+
+
+def _shares_files(out_dir: Path, name: str) -> bool:
+    """Whether a file of item ``name`` is also a file of another item in the folder (complete or claimed),
+    even one whose write was killed before that file appeared."""
+    return any(
+        _record(out_dir / f"{other}.json") is not None or _record(claim_path(out_dir, other)) is not None
+        for file in item_files(name).values()
+        for other in _items_writing(file)
+        if other != name
+    )
+
+
+def _items_writing(file: str) -> set[str]:
+    """The names of the items that :func:`item_files` gives ``file``."""
+    return {file.removesuffix(end) for end in item_files("").values() if file.endswith(end) and file != end}
 
 
 def earlier_runs(out_dir: Path) -> list[dict]:

@@ -26,6 +26,7 @@ from PIL import Image
 
 from riffmask.common.io import write_text_atomic
 from riffmask.core.decode import DecodeConfig
+from riffmask.infer.out_folder import REPORT, SUMMARY
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ def write_generation_report(
     out_dir = Path(out_dir)
     items = items_from_generation(out_dir, with_metrics, decode)
     summary: dict[str, Any] = {}
-    run = out_dir / "summary.json"
+    run = out_dir / SUMMARY
     if run.is_file():
         try:
             data = json.loads(run.read_text(encoding="utf-8"))
@@ -299,7 +300,7 @@ def write_generation_report(
         rows = [dict(i.metrics) for i in items if metrics[0] in i.metrics]
         if rows:
             summary.update({k: v for k, v in summarize(rows, metrics).items() if k not in ("n", "failed")})
-    return write_report(out_dir / "report.html", items, title or f"riffmask generate: {out_dir.name}", summary)
+    return write_report(out_dir / REPORT, items, title or f"riffmask generate: {out_dir.name}", summary)
 
 
 def items_from_pairs(pairs: Sequence, rows: Sequence[Mapping[str, Any]]) -> list[ReportItem]:

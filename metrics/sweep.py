@@ -3,7 +3,9 @@
 Swept values are comma lists; ``a,b,...,z`` expands to the arithmetic series a, b, ... up to z, with
 z itself included (``0,20,...,255`` -> 0, 20, ..., 240, 255). Every combination of every input and
 prompt is generated with infer's Python API and scored (SSIM and chroma, SPEC §4). Results go to
-``OUT/sweep.csv`` after each item, so an interrupted sweep resumes where it stopped. ``--ablation``
+``OUT/sweep.csv`` after each item, so an interrupted sweep resumes where it stopped; each row records
+the input (path and SHA-256, as ``riffmask generate`` identifies it) and the settings that are not
+swept, and a folder whose rows were made otherwise is refused before a model loads. ``--ablation``
 adds the paper's ablation: every combination also without the brightness step and without the
 contrast step, compared with all steps by a paired t-test and Cohen's d.
 
@@ -25,14 +27,17 @@ Layout: ``OUT/sweep.csv``, ``OUT/summary.json``, ``OUT/sweep_<param>.png``, ``OU
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from riffmask.common.config import replace_options
+from riffmask.common.config import config_dict, replace_options
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import safe_stem
 from riffmask.core.decode import DecodeConfig
@@ -53,20 +58,40 @@ GENRE_METRICS = ("genre", "input_genre")
 
 
 def parse_values(text: str, kind: type = float) -> list:
-    """``"0,20,...,100"`` -> ``[0, 20, 40, 60, 80, 100]``; plain lists are taken as they are."""
+    """``"0,20,...,100"`` -> ``[0, 20, 40, 60, 80, 100]``; plain lists are taken as they are.
+
+    A series ``a,b,...,z`` steps from ``a`` by ``b - a`` up to ``z``, which is included; ``z`` must lie
+    at or beyond ``b`` (``0,20,...,10`` and ``10,20,...,0`` are refused, not cut to ``0,10`` or ``10``).
+    """
     words = [w.strip() for w in text.split(",") if w.strip()]
+    if not words:
+        raise RiffmaskError(f"{text!r}: no values")
     if "..." not in words:
-        return [kind(w) for w in words]
+        return [_number(w, kind) for w in words]
     at = words.index("...")
     if at < 2 or at != len(words) - 2:
         raise RiffmaskError(f"{text!r}: write a series as a,b,...,z (two values, '...', the last value)")
-    first, second, last = (float(words[i]) for i in (at - 2, at - 1, at + 1))
+    listed = [_number(w, kind) for w in words[:at]]
+    first, second, last = listed[-2], listed[-1], _number(words[-1], kind)
     step = second - first
-    if step == 0 or (last - first) / step < 0:
-        raise RiffmaskError(f"{text!r}: the series never reaches {words[-1]}")
+    if step == 0 or (last - second) / step < 0:
+        raise RiffmaskError(
+            f"{text!r}: the series {words[at - 2]}, {words[at - 1]}, ... never reaches {words[-1]} "
+            f"(the last value must lie at or beyond {words[at - 1]})"
+        )
     count = int((last - first) / step + 1e-9)
-    values = [kind(w) for w in words[: at - 2]] + [kind(first + i * step) for i in range(count + 1)]
-    return list(dict.fromkeys([*values, kind(last)]))
+    values = listed[:-2] + [kind(first + i * step) for i in range(count + 1)]
+    return list(dict.fromkeys([*values, last]))
+
+
+def _number(word: str, kind: type) -> int | float:
+    try:
+        value = kind(word)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        raise RiffmaskError(f"{word!r} is not {'an integer' if kind is int else 'a finite number'}")
+    return value
 
 
 def grid(swept: dict[str, list], ablation: bool) -> list[dict[str, Any]]:
@@ -80,6 +105,12 @@ def grid(swept: dict[str, list], ablation: bool) -> list[dict[str, Any]]:
 
 def combination_id(combo: dict[str, Any]) -> str:
     return safe_stem("_".join(f"{k}={v}" for k, v in combo.items()).replace(" ", "-"))
+
+
+def combination_configs(cfg, swept: dict[str, list], ablation: bool) -> dict[tuple[str, str], Any]:
+    """The config of every (prompt, combination id) of a sweep, all built at once: a value that no config
+    takes (``--downshift 0,300``) is refused before anything is made."""
+    return {(p, combination_id(c)): _config_for(cfg, c, p) for c in grid(swept, ablation) for p in cfg.sampling.prompt}
 
 
 def _config_for(cfg, combo: dict[str, Any], prompt: str):
@@ -99,7 +130,8 @@ def run_sweep(
     pipe=None,
     state=None,
 ) -> list[Row]:
-    """Generate and score every (input, prompt, combination) not yet in ``out_dir/sweep.csv``.
+    """Generate and score every (input, prompt, combination) not yet in ``out_dir/sweep.csv``; refuse
+    a ``sweep.csv`` whose rows were made from other input content or with other settings.
 
     ``cfg`` is an ``infer.generate.GenerateConfig`` holding everything that is not swept; ``pipe``
     a loaded pipeline (loaded from ``cfg`` on first need when omitted). Returns all rows.
@@ -120,11 +152,15 @@ def run_sweep(
         _take_parts(table)
     if state is not None:
         state.wait_for_everyone()  # every process plans from the same sweep.csv
+    configs = combination_configs(cfg, swept, ablation)
     rows = [r for r in read_csv(table) if not r.get("error")] if table.is_file() else []
-    done = {_key(r) for r in rows}
     combos = grid(swept, ablation)
     sources = expand_inputs([str(p) for p in inputs])
     names = output_names(sources)
+    settings = settings_sha256(cfg)
+    made_from = {s: _made_from(s, settings) for s in sources}
+    _refuse_rows_made_otherwise(table, rows, {names[s]: m for s, m in made_from.items()}, settings)
+    done = {_key(r) for r in rows}
     todo = [
         (s, p, c)
         for s in sources
@@ -136,7 +172,7 @@ def run_sweep(
     mine = [item for k, item in enumerate(todo) if distributed.is_mine(k, state)]
     # One process keeps sweep.csv itself up to date; several keep a part each (no two writers of one file).
     part, earlier = (table, rows) if state is None or state.num_processes == 1 else (_part(table, state), [])
-    made = _make_items(cfg, mine, names, out_dir, chroma_decode, save_items, pipe, state,
+    made = _make_items(cfg, configs, mine, names, made_from, out_dir, chroma_decode, save_items, pipe, state,
                        lambda new: write_csv(part, _ordered(earlier, new, todo, names)))  # fmt: skip
     everything = _ordered(rows, distributed.gather_lists(state, made), todo, names)  # waits for every process
     if main:
@@ -145,6 +181,48 @@ def run_sweep(
             for leftover in _parts(table):
                 leftover.unlink()
     return everything
+
+
+def settings_sha256(cfg) -> str:
+    """SHA-256 of what decides a sweep's results besides its swept values and prompts: the settings
+    ``riffmask generate`` compares results on (the model among them), without the prompt."""
+    from riffmask.infer.out_folder import settings
+
+    fixed = settings(config_dict(cfg))
+    del fixed["sampling.prompt"]
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _made_from(source: Path, settings: str) -> Row:
+    """What a row of ``source`` records of how it was made: the input as ``riffmask generate`` identifies
+    it (path and content) and the ``settings`` (:func:`settings_sha256`). Empty when ``source`` cannot be
+    read (its items fail)."""
+    from riffmask.common.io import file_sha256
+
+    try:
+        digest = file_sha256(source)
+    except OSError:
+        return {}
+    return {"input_file": str(source.resolve()), "input_sha256": digest, "settings_sha256": settings}
+
+
+def _refuse_rows_made_otherwise(table: Path, rows: list[Row], made_from: dict[str, Row], settings: str) -> None:
+    """Refuse a ``sweep.csv`` whose rows were made with other settings, or from another input file or
+    content than the one of their name now: one folder holds one sweep, whose plots and statistics
+    compare the swept values only. Checked before a model loads."""
+    for row in rows:
+        if str(row.get("settings_sha256")) != settings:
+            raise RiffmaskError(
+                f"{table}: made with other settings (another model, or an option that is not swept) or by an "
+                "older riffmask; a folder holds one sweep: choose another --out"
+            )
+        mine = made_from.get(row["input"])
+        if mine and any(str(row.get(k)) != mine[k] for k in ("input_file", "input_sha256")):
+            was = "other content of it" if row.get("input_file") == mine["input_file"] else row.get("input_file")
+            raise RiffmaskError(
+                f"{table}: its rows of {row['input']} were made from {was}, not from {mine['input_file']} as it "
+                "is now; a folder holds one sweep: choose another --out"
+            )
 
 
 def _key(row: Row) -> tuple[str, str, str]:
@@ -177,8 +255,11 @@ def _take_parts(table: Path) -> None:
         path.unlink()
 
 
-def _make_items(cfg, todo, names, out_dir, chroma_decode, save_items, pipe, state, save) -> list[Row]:
-    """Generate, score and write the items of ``todo``; ``save(rows)`` after each one. Returns the rows."""
+def _make_items(
+    cfg, configs, todo, names, made_from, out_dir, chroma_decode, save_items, pipe, state, save
+) -> list[Row]:
+    """Generate, score and write the items of ``todo`` (their ``configs``: :func:`combination_configs`);
+    ``save(rows)`` after each one. Returns the rows."""
     from tqdm.auto import tqdm
 
     # The exact reading and file layout of `riffmask generate`.
@@ -209,7 +290,7 @@ def _make_items(cfg, todo, names, out_dir, chroma_decode, save_items, pipe, stat
                 continue
             reference = round_trip = input_reading = None
             for _, prompt, combo in group:
-                item_cfg = _config_for(cfg, combo, prompt)
+                item_cfg = configs[prompt, combination_id(combo)]
                 try:
                     gen = generate_sound(pipe, audio, item_cfg)[0]
                     if reference is None:  # the input image is the same for every combination
@@ -236,9 +317,11 @@ def _make_items(cfg, todo, names, out_dir, chroma_decode, save_items, pipe, stat
                     **combo,
                     **scores,
                     "error": "",
+                    **made_from[source],
                 }
                 if save_items:
-                    sidecar = item_sidecar(gen, item_cfg, source, name, gen.model_seconds, pipe)
+                    digest = made_from[source].get("input_sha256")
+                    sidecar = item_sidecar(gen, item_cfg, source, name, gen.model_seconds, pipe, digest)
                     write_item(gen, out_dir / "items" / row["combination"], name, sidecar | combo | {"metrics": scores})
                 made.append(row)
                 save(made)  # after every item: an interruption loses at most one

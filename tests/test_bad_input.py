@@ -131,6 +131,45 @@ def test_a_summary_json_riffmask_did_not_write_stops_the_run(tiny_model_dir, sou
     assert snapshot(out) == before
 
 
+def test_an_item_never_lands_on_another_items_files_or_the_folders_own(tiny_model_dir, tmp_path, capsys):
+    folder = tmp_path / "col"
+    folder.mkdir()
+    for name, seconds in (("kettle", 0.4), ("kettle_input", 0.3), ("summary", 0.2)):
+        sf.write(folder / f"{name}.wav", tone(300, seconds), SR)
+    out = tmp_path / "out"
+    code, printed, _ = run(capsys, *generate(tiny_model_dir, out, folder))
+    # kettle's input copy is kettle_input.wav: the input kettle_input takes the next name; summary.json is the run's.
+    assert code == 0 and "3 generated" in printed
+    assert sorted(json.loads((out / "summary.json").read_text())["done"]) == ["kettle", "kettle_input_2", "summary_2"]
+    for name, source, seconds in (("kettle", "kettle", 0.4), ("kettle_input_2", "kettle_input", 0.3),
+                                  ("summary_2", "summary", 0.2)):  # fmt: skip
+        sidecar = json.loads((out / f"{name}.json").read_text())
+        assert sidecar["input"] == str((folder / f"{source}.wav").resolve())
+        for role in ("input_audio", "output_audio"):
+            assert sf.info(out / sidecar["files"][role]).frames == round(seconds * SR), (name, role)
+    before = snapshot(out)
+    assert run(capsys, *generate(tiny_model_dir, out, folder))[1].startswith("0 generated, 3 skipped")
+    assert {k: v for k, v in snapshot(out).items() if k != "summary.json"} == {
+        k: v for k, v in before.items() if k != "summary.json"
+    }
+
+
+def test_a_name_whose_files_a_killed_item_claimed_is_not_given(tmp_path):
+    from riffmask.common.io import write_json_atomic
+    from riffmask.infer.out_folder import claim_path, plan_input, remove_temporaries
+
+    # A killed write of item "kettle" left its claim (its sidecar-to-be) before kettle_input.wav existed.
+    claim = claim_path(tmp_path, "kettle")
+    write_json_atomic(claim, {"input": "/sounds/kettle.wav", "config": {}})
+    names, states = plan_input(tmp_path, "kettle_input", "/sounds/kettle_input.wav", "0" * 64, [{}], False, set())
+    assert names == ["kettle_input_2"] and states == ["free"]
+    # Clearing item "kettle"'s temporaries leaves alone the claim of an item named "kettle.json" ...
+    write_json_atomic(claim_path(tmp_path, "kettle.json"), {"input": "/sounds/kettle.json.wav", "config": {}})
+    (tmp_path / ".kettle.json.abcd_123.json.tmp").write_text("{")  # ... and takes what a killed write left
+    remove_temporaries(tmp_path, ["kettle.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kettle.claim", ".kettle.json.claim"]
+
+
 # --------------------------------------------------------------------------- 8: a sidecar is data
 def test_a_sidecar_sets_settings_never_outputs_inputs_or_switches(tiny_model_dir, sounds, tmp_path, capsys,
                                                                   monkeypatch):  # fmt: skip
@@ -454,7 +493,7 @@ def test_one_shot_commands_never_replace_their_inputs_or_misname_an_output(tmp_p
         (["mask", g, tmp_path / "hard.png"], "would replace INPUT"),
         (["mask", g, m, "--steps-image", g], f"--steps-image: {g} would replace INPUT"),
         (["mask", g, m, "--steps-image", m], f"--steps-image: {m} would replace OUTPUT"),
-        (["export", tmp_path / "pipe", tmp_path / "pipe" / "w.safetensors"], "would replace MODEL"),
+        (["export", tmp_path / "pipe", tmp_path / "pipe" / "w.safetensors"], "is inside the model folder"),
     ]:
         one_line_error(capsys, *argv, names=names)
     assert snapshot(tmp_path) == before

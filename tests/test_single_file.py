@@ -104,6 +104,38 @@ def test_bad_exports_say_why_and_write_nothing(tiny_model_dir, tmp_path, capsys)
         vae_key("encoder.mid_block.attentions.1.to_q.weight", 4)
 
 
+def test_an_out_that_cannot_be_written_or_is_the_models_own_is_refused_before_loading(
+    tiny_model_dir, tmp_path, capsys
+):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    unet = model / "unet" / "diffusion_pytorch_model.safetensors"
+    vae = model / "vae" / "diffusion_pytorch_model.safetensors"
+    blob = tmp_path / "blobs" / "vae.safetensors"
+    blob.parent.mkdir()
+    vae.rename(blob)
+    vae.symlink_to(blob)  # a model linking to its weights, as a Hub cache snapshot does
+    (tmp_path / "taken.safetensors").mkdir()
+    (tmp_path / "afile").write_text("mine")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    refused = [
+        (unet, f"OUT: {unet} is inside the model folder {model}"),
+        (model / "new" / "x.safetensors", "is inside the model folder"),
+        (blob, f"OUT: {blob} is a file of the model {model}"),
+        (tmp_path / "taken.safetensors", f"OUT: {tmp_path / 'taken.safetensors'} is a folder"),
+        (tmp_path / "afile" / "x.safetensors", f"OUT: {tmp_path / 'afile'} exists and is not a folder"),
+    ]
+    for out, says in refused:
+        assert main(["export", str(model), str(out)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Loading" not in err and "Traceback" not in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written
+    assert not (model / "new").exists()
+    load_pipeline(small_config(model))  # the model still loads
+
+
 def test_full_size_names_invert_diffusers_own_converter():
     """At Riffusion v1's size (4 blocks of 2 layers, attention in 3): diffusers' LDM -> diffusers
     converter, applied to our names, puts every parameter back in its place. The models are built on

@@ -26,8 +26,28 @@ def test_values_expand_series_and_keep_the_last_value():
     assert sweep.parse_values("0.5, 0.8", float) == [0.5, 0.8]
     with pytest.raises(ValueError, match="a,b,...,z"):
         sweep.parse_values("...,5")
-    with pytest.raises(ValueError, match="never reaches"):
-        sweep.parse_values("10,20,...,0")
+    for series in ("10,20,...,0", "0,20,...,10"):  # the end must lie at or beyond the second value
+        with pytest.raises(ValueError, match="never reaches"):
+            sweep.parse_values(series, int)
+    bad = (("0,a", int, "a"), ("0,0.5", int, "0.5"), ("0,0.5,...,2", int, "0.5"), ("1,nan", float, "nan"))
+    for text, kind, word in bad:
+        with pytest.raises(ValueError, match=f"'{word}' is not"):
+            sweep.parse_values(text, kind)
+
+
+@pytest.mark.parametrize(("flag", "values", "says"), [
+    ("--downshift", "0,300", "downshift: a grey level 0-255"),
+    ("--strength", "0,0.5", "strength: must be in (0, 1]"),
+    ("--downshift", "0,1e9", "--downshift: '1e9' is not an integer"),
+    ("--seeds", "1,x", "--seeds: 'x' is not an integer"),
+])  # fmt: skip
+def test_every_swept_value_is_checked_before_the_folder_or_the_model(flag, values, says, tmp_path, capsys):
+    write_wav(tmp_path / "a.wav", tone(300.0, 0.2))
+    argv = ["sweep", str(tmp_path / "a.wav"), "--model", str(tmp_path / "no-model"), flag, values]
+    assert main([*argv, "--out", str(tmp_path / "o"), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "no-model" not in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_grid_crosses_axes_and_ablation_variants():
@@ -93,6 +113,30 @@ def test_a_model_that_cannot_load_stops_the_sweep(tmp_path, capsys):
     argv = ["sweep", str(tmp_path / "a.wav"), "--model", str(tmp_path / "no-model"), "--downshift", "0,255"]
     assert main([*argv, "--out", str(tmp_path / "o"), *SMALL]) == 2
     assert "no-model" in capsys.readouterr().err and not (tmp_path / "o" / "sweep.csv").exists()
+
+
+def test_a_sweep_folder_takes_back_only_rows_of_the_same_inputs_and_settings(tmp_path, tiny_model_dir, capsys):
+    write_wav(tmp_path / "in" / "kettle.wav", tone(500.0, 0.3))
+    write_wav(tmp_path / "other" / "kettle.wav", tone(900.0, 0.3))  # the same stem, another sound
+    out = tmp_path / "sweep"
+
+    def sweep_of(source, model=tiny_model_dir):
+        argv = ["sweep", str(source), "--model", str(model), "--prompt", "ambient", "--downshift", "0,255"]
+        code = main([*argv, "--out", str(out), "--no-save", "--chroma-iterations", "2", *SMALL])
+        return code, capsys.readouterr().err
+
+    assert sweep_of(tmp_path / "in" / "kettle.wav")[0] == 0
+    table = (out / "sweep.csv").read_bytes()
+    assert {r["input_file"] for r in read_csv(out / "sweep.csv")} == {str((tmp_path / "in" / "kettle.wav").resolve())}
+    # Another model (not even loadable: refused before loading), another file of that name, other content.
+    code, err = sweep_of(tmp_path / "in" / "kettle.wav", model=tmp_path / "no-model")
+    assert code == 2 and "made with other settings (another model" in err and "no-model" not in err
+    code, err = sweep_of(tmp_path / "other" / "kettle.wav")
+    assert code == 2 and f"rows of kettle were made from {(tmp_path / 'in' / 'kettle.wav').resolve()}, not" in err
+    assert (out / "sweep.csv").read_bytes() == table
+    write_wav(tmp_path / "in" / "kettle.wav", tone(600.0, 0.3))
+    code, err = sweep_of(tmp_path / "in" / "kettle.wav")
+    assert code == 2 and "made from other content of it" in err and (out / "sweep.csv").read_bytes() == table
 
 
 def test_sweep_of_several_prompts_rates_the_genre(tmp_path, tiny_model_dir):

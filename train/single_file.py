@@ -147,18 +147,37 @@ def clip_name(key: str) -> str:
     return key if key.startswith("text_model.") else "text_model." + key
 
 
+def _refuse_model_files(model: str | os.PathLike, out: Path) -> None:
+    """Refuse an ``out`` inside the model folder ``model`` or onto a file it links to:
+    the export would replace or sit among the weights it reads (a model's unet file written over in the
+    checkpoint's layout no longer loads)."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return  # a Hub id: its files are in the Hub cache, which riffmask does not write into
+    # Where the file lands: the atomic write replaces a link named OUT, not what it points to.
+    placed, folder = out.parent.resolve() / out.name, folder.resolve()
+    if folder in placed.parents:
+        raise RiffmaskError(f"OUT: {out} is inside the model folder {model}: write the checkpoint elsewhere")
+    # A model folder may hold links to its weights (a Hub cache snapshot links to blobs).
+    if any(placed == f.resolve() for f in folder.rglob("*") if f.is_file()):
+        raise RiffmaskError(f"OUT: {out} is a file of the model {model}: write the checkpoint elsewhere")
+
+
 def export_single_file(
     model: str | os.PathLike, out: str | os.PathLike, dtype: str = "float16", revision: str | None = None
 ) -> Path:
     """Write the SD 1.x pipeline ``model`` (diffusers folder or Hub id) as one ``.safetensors`` file.
 
     ``dtype``: "float16" (default; the 2 GB file WebUIs share for inference), "bfloat16", or "float32"
-    (exact weights, e.g. to train on). The file appears only when complete.
+    (exact weights, e.g. to train on). The file appears only when complete. ``out`` is checked before
+    the model loads; one inside ``model`` (or onto a file of it) is refused.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file
     from transformers import CLIPTextModel
 
+    out = Path(out)
+    _refuse_model_files(model, out)
     out = output_file(out, "OUT", ".safetensors", keep={"MODEL": model})  # before the minutes of loading
     common = {"revision": revision, "use_safetensors": True}
     try:

@@ -408,9 +408,8 @@ def register_sweep(subparsers: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument("inputs", nargs="+", help="input sounds (files, folders or globs)")
     for flag in SWEPT:
-        plural = "seeds" if flag == "seed" else flag
         sweep.add_argument(
-            f"--{plural}", dest=f"sweep_{flag}", metavar="LIST", help=f"{flag} values, e.g. 0,20,...,255"
+            _sweep_flag(flag), dest=f"sweep_{flag}", metavar="LIST", help=f"{flag} values, e.g. 0,20,...,255"
         )
     sweep.add_argument("--ablation", action="store_true", help="also without brightness / without contrast (paired)")
     sweep.add_argument(
@@ -426,6 +425,25 @@ def register_sweep(subparsers: argparse._SubParsersAction) -> None:
     sweep.set_defaults(func=run_sweep_command)
 
 
+def _sweep_flag(option: str) -> str:
+    return "--seeds" if option == "seed" else f"--{option}"
+
+
+def _swept_values(args: argparse.Namespace) -> dict[str, list]:
+    """The values of each swept option given, parsed; a word that is not a value is an error naming its flag."""
+    from riffmask.metrics.sweep import SWEPT, parse_values
+
+    swept = {}
+    for option, kind in SWEPT.items():
+        text = getattr(args, f"sweep_{option}")
+        if text:
+            try:
+                swept[option] = parse_values(text, kind)
+            except RiffmaskError as exc:
+                raise RiffmaskError(f"{_sweep_flag(option)}: {exc}") from None
+    return swept
+
+
 def run_sweep_command(args: argparse.Namespace) -> int:
     """``riffmask sweep``; under ``accelerate launch`` each process makes its share of the combinations."""
     import contextlib
@@ -433,16 +451,15 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from riffmask.common.config import config_from_args
     from riffmask.common.io import locked, write_json_atomic
     from riffmask.infer.config import GenerateConfig
-    from riffmask.metrics.sweep import SWEPT, analyse, parse_values, run_sweep, write_sweep_report
+    from riffmask.metrics.sweep import analyse, combination_configs, run_sweep, write_sweep_report
 
     cfg = config_from_args(GenerateConfig, args, args.overrides)
-    swept = {
-        k: parse_values(getattr(args, f"sweep_{k}"), kind) for k, kind in SWEPT.items() if getattr(args, f"sweep_{k}")
-    }
+    swept = _swept_values(args)
     if not swept and not args.ablation:
         raise RiffmaskError(
             "nothing to sweep: give --downshift, --brightness, --contrast, --strength, --guidance or --seeds"
         )
+    combination_configs(cfg, swept, args.ablation)  # every value checked before the folder or a model
     state = _process_state()
     main = state is None or state.is_main_process
     # One sweep per folder: its main process holds the lock from planning to the report.
