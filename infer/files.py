@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import itertools
 import logging
 import os
 import time
@@ -68,15 +69,18 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
 
 
 def output_names(inputs: list[Path]) -> dict[Path, str]:
-    """A safe, unique output NAME per input (``x``, ``x_2``, ... when stems repeat)."""
+    """A safe output NAME per input (``x``, ``x_2``, ... when stems repeat) whose item files no other
+    input's share: ``x_input`` would make its music in ``x``'s ``x_input.wav``."""
     names: dict[Path, str] = {}
     taken: set[str] = set()
     for path in inputs:
-        stem = base = safe_stem(path.stem)
-        k = 2
-        while stem in taken:
-            stem, k = f"{base}_{k}", k + 1
-        taken.add(stem)
+        base = safe_stem(path.stem)
+        for k in itertools.count(1):
+            stem = base if k == 1 else f"{base}_{k}"
+            files = set(item_files(stem).values())
+            if not files & taken:
+                break
+        taken |= files
         names[path] = stem
     return names
 

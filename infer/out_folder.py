@@ -81,9 +81,9 @@ def settings(config: dict) -> dict | None:
 
 
 def item_state(out_dir: Path, name: str, source: str, digest: str, config: dict) -> str:
-    """``free``, ``incomplete`` (claimed by ``source``, never finished), ``same`` (made from ``source``
-    with this content and these settings), ``changed`` (from ``source``, other content or settings) or
-    ``foreign`` (another input's, or files riffmask did not write)."""
+    """``free``, ``incomplete`` (claimed by ``source`` and never finished, or missing a file since),
+    ``same`` (made from ``source`` with this content and these settings), ``changed`` (from ``source``,
+    other content or settings) or ``foreign`` (another input's, or files riffmask did not write)."""
     sidecar, claim = out_dir / f"{name}.json", claim_path(out_dir, name)
     if sidecar.exists():
         record = _record(sidecar)
@@ -97,8 +97,10 @@ def item_state(out_dir: Path, name: str, source: str, digest: str, config: dict)
     if record is None or record["input"] != source:
         return "foreign"
     before = settings(record["config"])
-    same = record.get("input_sha256") == digest and before is not None and before == settings(config)
-    return "same" if same else "changed"
+    if not (record.get("input_sha256") == digest and before is not None and before == settings(config)):
+        return "changed"
+    # A result whose files the user deleted since is made again.
+    return "same" if all((out_dir / f).exists() for f in item_files(name).values()) else "incomplete"
 
 
 def plan_input(

@@ -152,6 +152,17 @@ def test_an_item_never_lands_on_another_items_files_or_the_folders_own(tiny_mode
     assert {k: v for k, v in snapshot(out).items() if k != "summary.json"} == {
         k: v for k, v in before.items() if k != "summary.json"
     }
+    # A result whose music the user deleted is made again (the same bytes: same input, settings, seed).
+    (out / "kettle.wav").unlink()
+    assert run(capsys, *generate(tiny_model_dir, out, folder))[1].startswith("1 generated, 2 skipped")
+    assert (out / "kettle.wav").read_bytes() == before["kettle.wav"]
+
+
+def test_sweep_items_never_share_files(tmp_path):
+    from riffmask.infer.files import output_names
+
+    sources = [tmp_path / "a" / "kettle.wav", tmp_path / "kettle_input.wav", tmp_path / "b" / "kettle.wav"]
+    assert list(output_names(sources).values()) == ["kettle", "kettle_input_2", "kettle_2"]
 
 
 def test_a_name_whose_files_a_killed_item_claimed_is_not_given(tmp_path):
