@@ -12,6 +12,7 @@ Reference statistics use fadtk's ``.npz`` layout: arrays ``<model>.mu`` and ``<m
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,8 @@ import numpy as np
 
 from riffmask.common.errors import RiffmaskError
 from riffmask.common.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -113,6 +116,24 @@ def save_stats(path: str | os.PathLike, stats: GaussianStats, model: str) -> Non
 
 
 # --------------------------------------------------------------------------- scores
+def of_size(embeddings: Mapping[str, np.ndarray], dims: int | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """The embeddings of ``dims`` dimensions (default: the most common size), and a failure (``{"name",
+    "error"}``) for each other one: a file from another embedding model must not stop the batch."""
+    if dims is None and embeddings:
+        sizes = [np.atleast_2d(e).shape[1] for e in embeddings.values()]
+        dims = max(set(sizes), key=sizes.count)
+    kept, odd = {}, []
+    for name, frames in embeddings.items():
+        size = np.atleast_2d(frames).shape[1]
+        if size == dims:
+            kept[name] = frames
+        else:
+            odd.append({"name": name, "error": f"{name}: {size}-dimensional embedding, the others have {dims} "
+                                               "(another embedding model?)"})
+            log.warning("%s", odd[-1]["error"])
+    return kept, odd
+
+
 def stack_frames(embeddings: Mapping[str, np.ndarray]) -> np.ndarray:
     """All frames of all files as one (N, D) array."""
     if not embeddings:

@@ -359,6 +359,16 @@ def test_fad_goes_past_a_bad_npy_and_names_a_one_file_reference(tmp_path, capsys
     assert code == 1 and data["summary"]["failed"] == 1 and data["summary"]["reference_files"] == 3
     assert [r["name"] for r in data["items"] if r.get("error")] == ["bad"] and "bad.npy" in printed
     one_line_error(capsys, "eval", "fad", tmp_path / "gen", "--reference", tmp_path / "one", names="--reference")
+    # Embeddings of another model's size, on either side: named and left out, the rest scored.
+    np.save(tmp_path / "gen" / "wide.npy", rng.normal(size=(4, 16)))
+    np.save(tmp_path / "ref" / "narrow.npy", rng.normal(size=(4, 2)))
+    code, printed, _ = run(capsys, "eval", "fad", tmp_path / "gen", "--reference", tmp_path / "ref",
+                           "--json", tmp_path / "fad.json")  # fmt: skip
+    data = json.loads((tmp_path / "fad.json").read_text())
+    assert code == 1 and data["summary"]["files"] == 3 and data["summary"]["reference_files"] == 3
+    errors = {r["name"]: r["error"] for r in data["items"] if r.get("error")}
+    assert errors.keys() == {"bad", "wide", "narrow"}
+    assert "16-dimensional embedding, the others have 8" in errors["wide"]
 
 
 def test_an_unloadable_clap_model_is_tried_once_and_says_what_to_do(sounds, tmp_path, capsys, monkeypatch):

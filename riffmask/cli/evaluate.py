@@ -228,6 +228,7 @@ def run_fad(args: argparse.Namespace) -> int:
         fad_infinity,
         gaussian_stats,
         load_reference_stats,
+        of_size,
         per_file_fad,
         save_stats,
         set_fad,
@@ -250,6 +251,8 @@ def run_fad(args: argparse.Namespace) -> int:
         reference = load_reference_stats(args.reference_stats, stats_model)
         ref_files = None
     else:
+        ref_emb, odd = of_size(ref_emb)
+        failed += odd
         frames = stack_frames(ref_emb) if ref_emb else np.zeros((0, 0))
         if frames.shape[0] < 2:  # the covariance needs two
             raise RiffmaskError(
@@ -260,6 +263,8 @@ def run_fad(args: argparse.Namespace) -> int:
         ref_files = len(ref_emb)
         if args.save_stats:
             save_stats(args.save_stats, reference, stats_model)
+    generated, odd = of_size(generated, reference.dims)
+    failed += odd
     if not generated:
         raise RiffmaskError(f"{args.generated_dir}: no file could be embedded")
     rows = per_file_fad(generated, reference) + [{"name": f["name"], "error": f["error"]} for f in failed]
