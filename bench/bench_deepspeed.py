@@ -67,8 +67,8 @@ def main() -> None:
         return
     accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
     recipe = str(ROOT / "train" / "dreambooth.py")
-    ops_cached = any((Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
-                      ).glob("*/cpu_adam"))
+    extensions = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    ops_cached = any(extensions.glob("*/cpu_adam"))
     with tempfile.TemporaryDirectory(prefix="riffmask-bench-ds-") as tmp:
         work = Path(tmp)
         sounds = real_sounds()

@@ -132,7 +132,6 @@ def load_audio(
     return np.ascontiguousarray(mono)
 
 
-
 def load_part(path: str | os.PathLike, params: SpectrogramParams, start: float = 0.0,
               seconds: float | None = None) -> np.ndarray:
     """:func:`load_audio` at the format's rate, refusing a part too short for a spectrogram
@@ -145,6 +144,7 @@ def load_part(path: str | os.PathLike, params: SpectrogramParams, start: float =
             f"{params.min_samples} samples ({params.min_samples / params.sample_rate * 1000:g} ms)",
         )
     return audio
+
 
 def peak_normalize(audio: np.ndarray, peak: float = 0.99) -> np.ndarray:
     """Scale so that the largest magnitude is ``peak``; silence stays silence."""
